@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SOURCES_THAT_NEED_A_REBUILD := pyproject.toml setup.py $(shell find protocols acd_core -name '*.pyx' -o -name '*.pxd' 2>/dev/null)
+SOURCES_THAT_NEED_A_REBUILD := pyproject.toml setup.py $(shell find protocols acd_core -name '*.pyx' -o -name '*.pxd' -o -name '_*.py' 2>/dev/null)
 
 .PHONY: all venv compile debug test testinstalled lint run clean
 
