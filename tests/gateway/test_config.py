@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from gateway import config
 from gateway.config import ConfigError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def write(tmp_path, text: str) -> str:
@@ -138,3 +142,20 @@ def test_tenant_by_longest_phone_prefix():
     assert cfg.tenant_of("013800123456") == "b"
     assert cfg.tenant_of("013899999999") == "a"
     assert cfg.tenant_of("015000000000") == "default"
+
+
+def test_annotated_example_is_valid_and_shows_the_defaults():
+    example = config.load(str(ROOT / "deploy/telacd.toml"), env={})
+    defaults = config.load(None, env={})
+    for section in ("gateway", "store", "terminals", "sessions"):
+        assert getattr(example, section) == getattr(defaults, section), section
+    assert example.queues == defaults.queues and example.triggers == defaults.triggers
+    assert [a.id for a in example.agents] == ["alice"]
+
+
+def test_every_key_is_documented():
+    text = (ROOT / "docs/configuration.md").read_text()
+    for section, keys in config.SCALARS.items():
+        assert f"`[{section}]`" in text
+        for key in keys:
+            assert f"| `{key}` |" in text, f"{section}.{key} is not documented"
