@@ -1,0 +1,215 @@
+"""One message channel over two transports: WebSocket (JSON text) and TCP (length-prefixed msgpack).
+
+The agent hub and the subscriber feed are written once against :class:`Channel`:
+
+* ``send(msg)`` never blocks the caller: an offer pushed to an agent must not
+  wait behind that agent's slow socket. Messages are written at once when the
+  transport can take them, otherwise queued; a channel whose backlog passes
+  ``max_backlog`` messages is closed (a consumer that stopped reading).
+* ``await drain()`` waits until what was sent has been handed to the kernel:
+  the feed uses it for backpressure, so a slow subscriber slows only itself.
+* ``await recv()`` returns the next message (a dict), a
+  :class:`~protocols.agentwire.BadMessage` for a well-framed but invalid one,
+  or ``None`` when the peer has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from protocols.agentwire import BadMessage, FrameDecoder, WireError, decode_json, encode_frame, encode_json
+
+MAX_BACKLOG = 10000
+
+
+class Channel:
+    transport_name = "?"
+    peer = "?"
+    closed = False
+
+    def send(self, msg: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def drain(self) -> None:
+        raise NotImplementedError
+
+    async def recv(self) -> dict[str, Any] | BadMessage | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class WebSocketChannel(Channel):
+    """JSON text frames over an aiohttp WebSocket; binary frames are read as msgpack maps."""
+
+    transport_name = "websocket"
+
+    def __init__(self, ws: web.WebSocketResponse, peer: str, max_backlog: int = MAX_BACKLOG) -> None:
+        self.ws = ws
+        self.peer = peer
+        self._out: collections.deque[str] = collections.deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._max = max_backlog
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if len(self._out) >= self._max:
+            self.close()
+            return
+        self._out.append(encode_json(msg))
+        self._idle.clear()
+        self._wake.set()
+
+    async def _send_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._out:
+                    await self.ws.send_str(self._out.popleft())
+                self._idle.set()
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            self.closed = True
+            self._idle.set()
+
+    async def drain(self) -> None:
+        await self._idle.wait()
+
+    async def recv(self) -> dict[str, Any] | BadMessage | None:
+        while True:
+            if self.closed:
+                return None
+            msg = await self.ws.receive()
+            if msg.type == WSMsgType.TEXT:
+                try:
+                    return decode_json(msg.data)
+                except BadMessage as e:
+                    return e
+            if msg.type == WSMsgType.BINARY:
+                try:
+                    import msgpack
+
+                    value = msgpack.unpackb(msg.data, raw=False)
+                except Exception:
+                    return BadMessage("bad_msgpack", "binary frames must hold one msgpack map")
+                return (
+                    value if isinstance(value, dict) else BadMessage("bad_message", "a message must be a map")
+                )
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                self.closed = True
+                return None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._sender.cancel()
+        asyncio.get_running_loop().create_task(self._close())
+
+    async def _close(self) -> None:
+        try:
+            await self.ws.close()
+        except Exception:
+            pass
+
+    async def flush_and_close(self) -> None:
+        """Send what is queued, then close (used after an auth error reply)."""
+        try:
+            await asyncio.wait_for(self.drain(), 2.0)
+        except TimeoutError:
+            pass
+        self.close()
+
+
+class TcpChannel(asyncio.Protocol, Channel):
+    """Length-prefixed msgpack maps over a TCP connection (asyncio Protocol: no stream overhead)."""
+
+    transport_name = "tcp"
+
+    def __init__(self, on_connect, max_backlog: int = MAX_BACKLOG) -> None:
+        self._on_connect = on_connect
+        self._decoder = FrameDecoder()
+        self._inbox: collections.deque = collections.deque()
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._max = max_backlog
+        self.transport: asyncio.Transport | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        transport.set_write_buffer_limits(high=1 << 20)  # type: ignore[attr-defined]
+        asyncio.get_running_loop().create_task(self._on_connect(self))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._inbox.extend(self._decoder.receive_data(data))
+        except WireError as e:
+            self._inbox.append(BadMessage("frame_too_large", str(e)))
+            self._inbox.append(None)
+            self.transport.pause_reading()
+        self._readable.set()
+        if len(self._inbox) > 1000:  # the handler is not keeping up: stop reading until it does
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._inbox.append(None)
+        self._readable.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._inbox.append(None)
+        self._readable.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- Channel -----------------------------------------------------------------------
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.closed or self.transport is None:
+            return
+        if self.transport.get_write_buffer_size() > self._max * 512:
+            self.close()
+            return
+        self.transport.write(encode_frame(msg))
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+
+    async def recv(self) -> dict[str, Any] | BadMessage | None:
+        while not self._inbox:
+            self._readable.clear()
+            await self._readable.wait()
+        item = self._inbox.popleft()
+        if len(self._inbox) < 100 and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        if item is None:
+            self._inbox.appendleft(None)  # stay at end of stream
+        return item
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    async def flush_and_close(self) -> None:
+        self.close()  # transport.close() flushes buffered data first
