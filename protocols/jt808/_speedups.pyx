@@ -1,0 +1,813 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled fast path of the JT/T 808 codec.
+
+Exports the same names as the pure-Python reference ``codec.py`` and behaves
+identically; any difference is a bug here (the tests drive both with the same
+vectors and with hypothesis). What is compiled is what every frame pays for on
+the gateway's hot path:
+
+* splitting on 0x7E, scanning with ``memchr``, directly over the caller's
+  buffer (no copy of a frame that contains no 0x7D);
+* unescaping into a module scratch buffer, only when the frame has a 0x7D;
+* the XOR checksum, a word at a time;
+* the header, both layouts, with the phone string cached per decoder;
+* the bodies of 0x0200, 0x0201, 0x0704 (basic block and standard items),
+  0x0001/0x8001 and the empty-bodied messages;
+* the 0x8001 encoder (``encode_general_response``) and frame escaping.
+
+Other bodies go to the reference ``messages.decode_body``: they are rare, and
+sharing that code keeps the two implementations equal by construction.
+
+Records are the NamedTuple classes of messages.py, allocated here with the
+type's own ``tp_alloc`` and filled in place, the way CPython's
+``tuple.__new__`` does for tuple subclasses, minus the intermediate tuple.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.float cimport PyFloat_FromDouble
+from cpython.long cimport PyLong_FromLong, PyLong_FromUnsignedLong
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.stdint cimport uint8_t, uint64_t
+from libc.stdlib cimport realloc
+from libc.string cimport memchr, memcmp, memcpy
+
+from . import messages as _m
+from .bits import DEFAULT_PROFILE
+from .errors import (
+    ChecksumError,
+    EscapeError,
+    FrameTooLargeError,
+    HeaderShortError,
+    Jt808LocalError,
+    Jt808ProtocolError,
+    LengthError,
+    TruncatedError,
+)
+
+cdef extern from *:
+    """
+    /* Allocate an instance of a tuple subclass with n (NULL) items: what
+       tuple.__new__(cls, iterable) does internally after building the
+       intermediate tuple. The items are set with PyTuple_SET_ITEM. */
+    static PyObject* telacd_alloc_record(PyObject* type, Py_ssize_t n) {
+        PyTypeObject* t = (PyTypeObject*)type;
+        return t->tp_alloc(t, n);
+    }
+    /* Take a record out of the cycle collector when it holds nothing the
+       collector tracks. CPython does the same for exact tuples during a
+       collection (_PyTuple_MaybeUntrack); doing it at birth matters because a
+       decoder makes ~10 records per frame, and tracked records make every
+       generation-0 collection walk them: about half the cost of a decoded
+       frame when measured. A record of atomic values cannot be part of a
+       reference cycle, so nothing can leak. */
+    static void telacd_untrack(PyObject* t) {
+        Py_ssize_t i, n = Py_SIZE(t);
+        for (i = 0; i < n; i++) {
+            PyObject* e = PyTuple_GET_ITEM(t, i);
+            PyTypeObject* et;
+            if (e == NULL) return;
+            et = Py_TYPE(e);
+            if (et == &PyLong_Type || et == &PyFloat_Type || et == &PyUnicode_Type ||
+                et == &PyBytes_Type || et == &PyBool_Type || e == Py_None) continue;
+            if (PyTuple_Check(e) && !PyObject_GC_IsTracked(e)) continue;
+            return;
+        }
+        PyObject_GC_UnTrack(t);
+    }
+    static PyObject* telacd_ascii_str(const char* s, Py_ssize_t n) {
+        PyObject* u = PyUnicode_New(n, 127);
+        if (u != NULL) memcpy(PyUnicode_1BYTE_DATA(u), s, n);
+        return u;
+    }
+    """
+    object telacd_alloc_record(object type, Py_ssize_t n)
+    object telacd_ascii_str(const char* s, Py_ssize_t n)
+    void telacd_untrack(object t) noexcept
+
+IMPLEMENTATION = "compiled"
+DEFAULT_MAX_BUFFER = 4096
+
+cdef object Message = _m.Message
+cdef object Header = _m.Header
+cdef object Location = _m.Location
+cdef object LocationBatch = _m.LocationBatch
+cdef object LocationQueryResponse = _m.LocationQueryResponse
+cdef object GeneralResponse = _m.GeneralResponse
+cdef object EMPTY = _m.EMPTY
+cdef object py_decode_body = _m.decode_body
+cdef object py_item_value = _m.item_value
+cdef object py_phone_bcd = _m.phone_bcd
+
+cdef object V2013 = 2013
+cdef object V2019 = 2019
+cdef int FAULT_CHECKSUM = _m.FAULT_CHECKSUM
+cdef int FAULT_LENGTH = _m.FAULT_LENGTH
+cdef int FAULT_ESCAPE = _m.FAULT_ESCAPE
+
+cdef const char* HEXDIGITS = b"0123456789abcdef"
+
+# Size of the standard additional items that decode to unsigned ints, by id
+# (0 = not such an item); mirrors messages.ITEM_UINT_SIZES.
+cdef uint8_t ITEM_UINT[256]
+ITEM_UINT[:] = [0] * 256
+for _k, _v in _m.ITEM_UINT_SIZES.items():
+    ITEM_UINT[_k] = _v
+
+# Items with composite values (tuples, or 30 bytes of tire pressures): rare,
+# decoded by the reference function so both implementations agree exactly.
+cdef uint8_t ITEM_COMPOSITE[256]
+ITEM_COMPOSITE[:] = [0] * 256
+for _k in (0x05, 0x11, 0x12, 0x13):
+    ITEM_COMPOSITE[_k] = 1
+
+# Scratch buffer for unescaped frames. One per process is enough: a frame is
+# decoded start to finish while holding the GIL, and the Python fallback gets
+# a bytes copy of the body, never a pointer into the scratch.
+cdef unsigned char* _scratch = NULL
+cdef Py_ssize_t _scratch_size = 0
+
+cdef unsigned char* scratch(Py_ssize_t n) except NULL:
+    global _scratch, _scratch_size
+    cdef void* p
+    if n > _scratch_size:
+        p = realloc(_scratch, n)
+        if p == NULL:
+            raise MemoryError()
+        _scratch = <unsigned char*>p
+        _scratch_size = n
+    return _scratch
+
+
+# Interned ints for 16-bit fields (ids, attributes, serials, altitudes,
+# directions, WORD items): filled lazily, at most 65536 small ints (~2 MiB) per
+# process, like CPython's own cache of -5..256. It saves an allocation and a
+# free per field on the hot path.
+cdef PyObject* U16_CACHE[65536]
+
+cdef inline object u16obj(unsigned int v):
+    cdef PyObject* o = U16_CACHE[v]
+    if o != NULL:
+        return <object>o
+    obj = PyLong_FromLong(v)
+    Py_INCREF(obj)  # the cache's reference, never released
+    U16_CACHE[v] = <PyObject*>obj
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# small inline readers: callers guarantee the bytes exist
+
+cdef inline unsigned int u16(const unsigned char* p) noexcept nogil:
+    return (<unsigned int>p[0]) << 8 | p[1]
+
+cdef inline unsigned long u32(const unsigned char* p) noexcept nogil:
+    return (<unsigned long>p[0]) << 24 | (<unsigned long>p[1]) << 16 | (<unsigned long>p[2]) << 8 | p[3]
+
+cdef inline void set_item(object t, Py_ssize_t i, object v) noexcept:
+    Py_INCREF(v)
+    PyTuple_SET_ITEM(t, i, v)
+
+
+cdef inline int xor_bytes(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t acc = 0, w
+    cdef int x
+    while n >= 8:
+        memcpy(&w, p, 8)
+        acc ^= w
+        p += 8
+        n -= 8
+    acc ^= acc >> 32
+    acc ^= acc >> 16
+    acc ^= acc >> 8
+    x = <int>(acc & 0xFF)
+    while n > 0:
+        x ^= p[0]
+        p += 1
+        n -= 1
+    return x
+
+
+cdef Py_ssize_t unescape_into(const unsigned char* src, Py_ssize_t n, unsigned char* dst,
+                              bint lenient_7d, bint* tolerated) except -2:
+    """Unescape src[:n] into dst; returns the length, or -1 on an invalid escape."""
+    cdef Py_ssize_t i = 0, j = 0
+    cdef unsigned char c
+    tolerated[0] = False
+    if lenient_7d and n > 0 and src[n - 1] == 0x7D:
+        # a lone 0x7D checksum sent unescaped before the end flag (jt808.md §6.2)
+        n -= 1
+        tolerated[0] = True
+    while i < n:
+        c = src[i]
+        if c == 0x7D:
+            if i + 1 >= n:
+                return -1
+            c = src[i + 1]
+            if c == 0x01:
+                dst[j] = 0x7D
+            elif c == 0x02:
+                dst[j] = 0x7E
+            else:
+                return -1
+            i += 2
+        else:
+            dst[j] = c
+            i += 1
+        j += 1
+    if tolerated[0]:
+        dst[j] = 0x7D
+        j += 1
+    return j
+
+
+cdef object bcd_time(const unsigned char* p):
+    """Same as messages.bcd_time: zone-naive epoch seconds, or None."""
+    cdef int v[6]
+    cdef int k, hi, lo, year, month, day, dim, y, era, yoe, doy, doe
+    for k in range(6):
+        hi = p[k] >> 4
+        lo = p[k] & 15
+        if hi > 9 or lo > 9:
+            return None
+        v[k] = hi * 10 + lo
+    year = 2000 + v[0]
+    month = v[1]
+    day = v[2]
+    if month < 1 or month > 12 or day < 1 or v[3] > 23 or v[4] > 59 or v[5] > 59:
+        return None
+    if month == 2:
+        dim = 29 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 28
+    elif month == 4 or month == 6 or month == 9 or month == 11:
+        dim = 30
+    else:
+        dim = 31
+    if day > dim:
+        return None
+    # days_from_civil (years here are >= 1999, so C division floors like Python's //)
+    y = year - 1 if month <= 2 else year
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return PyLong_FromLong((<long>(era * 146097 + doe - 719468)) * 86400 + v[3] * 3600 + v[4] * 60 + v[5])
+
+
+cdef object item_value(unsigned int item_id, const unsigned char* p, Py_ssize_t n):
+    cdef unsigned int size = ITEM_UINT[item_id]
+    cdef unsigned int mag
+    if size:
+        if n == size:
+            if size == 4:
+                return PyLong_FromUnsignedLong(u32(p))
+            if size == 2:
+                return u16obj(u16(p))
+            return PyLong_FromLong(p[0])
+    elif item_id == 0x06 and n == 2:  # cabin temperature, sign-magnitude
+        mag = (<unsigned int>(p[0] & 0x7F)) << 8 | p[1]
+        return PyLong_FromLong(-<long>mag if p[0] & 0x80 else <long>mag)
+    elif ITEM_COMPOSITE[item_id]:
+        return py_item_value(item_id, PyBytes_FromStringAndSize(<const char*>p, n))
+    return PyBytes_FromStringAndSize(<const char*>p, n)
+
+
+cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items):
+    """A Location from b[:n] (n >= 28 checked by the caller); mirrors messages.pull_location."""
+    cdef unsigned long status = u32(b + 4)
+    cdef double lat = u32(b + 8) / 1000000.0
+    cdef double lon = u32(b + 12) / 1000000.0
+    cdef Py_ssize_t i, count = 0, k
+    cdef unsigned int item_id, ln
+    cdef bint ok = True
+    cdef object ids, values, value
+    cdef unsigned char* idp
+    if status & 4:  # status bit 2: south latitude
+        lat = -lat
+    if status & 8:  # status bit 3: west longitude
+        lon = -lon
+    if with_items and n > 28:
+        # first pass counts the items so each sequence is allocated once
+        i = 28
+        while i < n:
+            if n - i < 2:
+                break
+            count += 1
+            i += 2 + b[i + 1]
+        ids = PyBytes_FromStringAndSize(NULL, count)
+        idp = <unsigned char*>PyBytes_AS_STRING(ids)
+        values = PyTuple_New(count)
+        i = 28
+        k = 0
+        while i < n:
+            if n - i < 2:  # a dangling id byte without its length
+                ok = False
+                break
+            item_id = b[i]
+            ln = b[i + 1]
+            i += 2
+            if i + ln > n:  # declared length runs past the body: keep what is there
+                value = PyBytes_FromStringAndSize(<const char*>(b + i), n - i)
+                ok = False
+                i = n
+            else:
+                value = item_value(item_id, b + i, ln)
+                i += ln
+            idp[k] = <unsigned char>item_id
+            set_item(values, k, value)
+            k += 1
+        telacd_untrack(values)
+    else:
+        ids = b""
+        values = ()
+    loc = telacd_alloc_record(Location, 11)
+    set_item(loc, 0, PyLong_FromUnsignedLong(u32(b)))  # alarm flags
+    set_item(loc, 1, PyLong_FromUnsignedLong(status))
+    set_item(loc, 2, PyFloat_FromDouble(lat))
+    set_item(loc, 3, PyFloat_FromDouble(lon))
+    set_item(loc, 4, u16obj(u16(b + 16)))  # altitude, m
+    set_item(loc, 5, PyFloat_FromDouble(u16(b + 18) / 10.0))  # speed, 1/10 km/h
+    set_item(loc, 6, u16obj(u16(b + 20)))  # direction
+    set_item(loc, 7, bcd_time(b + 22))
+    set_item(loc, 8, ids)
+    set_item(loc, 9, values)
+    set_item(loc, 10, ok)
+    telacd_untrack(loc)
+    return loc
+
+
+cdef object pull_location_batch(const unsigned char* b, Py_ssize_t n):
+    """0x0704; mirrors messages.pull_location_batch."""
+    cdef unsigned int count, batch_type, ln
+    cdef Py_ssize_t i = 3, k, got = 0
+    cdef bint truncated = False
+    cdef object positions, out
+    if n < 3:
+        raise TruncatedError(f"location batch: body has {n} bytes, needs 3")
+    count = u16(b)
+    batch_type = b[2]
+    positions = []
+    for k in range(count):
+        if n - i < 2:
+            truncated = True
+            break
+        ln = u16(b + i)
+        if ln < 28 or i + 2 + ln > n:
+            truncated = True
+            break
+        positions.append(pull_location(b + i + 2, ln, True))
+        i += 2 + ln
+    out = telacd_alloc_record(LocationBatch, 4)
+    set_item(out, 0, PyLong_FromLong(batch_type))
+    set_item(out, 1, u16obj(count))
+    positions = tuple(positions)
+    telacd_untrack(positions)
+    set_item(out, 2, positions)
+    set_item(out, 3, truncated)
+    telacd_untrack(out)
+    return out
+
+
+cdef object decode_body(unsigned int msg_id, const unsigned char* b, Py_ssize_t n, object version):
+    cdef object r
+    if msg_id == 0x0200:
+        if n < 28:
+            raise TruncatedError(f"location: {n} bytes, the basic block needs 28")
+        return pull_location(b, n, True)
+    if msg_id == 0x0704:
+        return pull_location_batch(b, n)
+    if msg_id == 0x0002 or msg_id == 0x0003 or msg_id == 0x8104 or msg_id == 0x8201:
+        if n == 0:
+            return EMPTY
+    elif msg_id == 0x0001 or msg_id == 0x8001:
+        if n >= 5:
+            r = telacd_alloc_record(GeneralResponse, 3)
+            set_item(r, 0, u16obj(u16(b)))
+            set_item(r, 1, u16obj(u16(b + 2)))
+            set_item(r, 2, PyLong_FromLong(b[4]))
+            telacd_untrack(r)
+            return r
+    elif msg_id == 0x0201:
+        if n < 30:
+            raise TruncatedError(f"location query response: body has {n} bytes, needs 30")
+        r = telacd_alloc_record(LocationQueryResponse, 2)
+        set_item(r, 0, u16obj(u16(b)))
+        set_item(r, 1, pull_location(b + 2, n - 2, True))
+        telacd_untrack(r)
+        return r
+    return py_decode_body(msg_id, PyBytes_FromStringAndSize(<const char*>b, n), version)
+
+
+# ---------------------------------------------------------------------------
+# public functions (same names and behaviour as codec.py)
+
+def checksum(data):
+    """XOR of all bytes (JT/T 808-2013 §1.4.4)."""
+    cdef const unsigned char[:] v = data
+    if v.shape[0] == 0:
+        return 0
+    return xor_bytes(&v[0], v.shape[0])
+
+
+def escape(data):
+    """Escape frame content: 0x7D -> 7D 01, 0x7E -> 7D 02."""
+    cdef const unsigned char[:] v = data
+    cdef Py_ssize_t n = v.shape[0]
+    if n == 0:
+        return b""
+    return escape_raw(&v[0], n, False)
+
+
+cdef bytes escape_raw(const unsigned char* p, Py_ssize_t n, bint flags):
+    cdef Py_ssize_t i, extra = 0, j = 0
+    cdef bytes out
+    cdef unsigned char* d
+    cdef unsigned char c
+    for i in range(n):
+        if p[i] == 0x7D or p[i] == 0x7E:
+            extra += 1
+    out = PyBytes_FromStringAndSize(NULL, n + extra + (2 if flags else 0))
+    d = <unsigned char*>PyBytes_AS_STRING(out)
+    if flags:
+        d[0] = 0x7E
+        j = 1
+    if extra == 0:
+        memcpy(d + j, p, n)
+        j += n
+    else:
+        for i in range(n):
+            c = p[i]
+            if c == 0x7D or c == 0x7E:
+                d[j] = 0x7D
+                d[j + 1] = 0x01 if c == 0x7D else 0x02
+                j += 2
+            else:
+                d[j] = c
+                j += 1
+    if flags:
+        d[j] = 0x7E
+    return out
+
+
+def unescape(content, lenient_trailing_7d=False):
+    """Undo the escapes in frame content (the bytes between the flags)."""
+    cdef const unsigned char[:] v = content
+    cdef Py_ssize_t n = v.shape[0], m
+    cdef bint tolerated
+    if n == 0:
+        return b""
+    m = unescape_into(&v[0], n, scratch(n), lenient_trailing_7d, &tolerated)
+    if m < 0:
+        raise EscapeError("0x7D not followed by 0x01 or 0x02")
+    return PyBytes_FromStringAndSize(<const char*>_scratch, m)
+
+
+cdef Py_ssize_t check_max_buffer(Py_ssize_t max_buffer) except -1:
+    if max_buffer < 16:
+        raise Jt808LocalError("max_buffer must be at least 16 bytes")
+    return max_buffer
+
+
+cdef class Splitter:
+    """Streaming frame splitter: bytes in, complete wire frames (flags included) out."""
+
+    def __init__(self, Py_ssize_t max_buffer=DEFAULT_MAX_BUFFER):
+        self.max_buffer = check_max_buffer(max_buffer)
+        self._pending = b""
+
+    def feed(self, data):
+        """Frames completed by ``data`` (``bytes``), with FrameTooLargeError instances in stream order."""
+        cdef bytes buf = self._pending + bytes(data) if self._pending else bytes(data)
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(buf)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(buf), i = 0, s, e, mx = self.max_buffer
+        cdef const unsigned char* q
+        out = []
+        while True:
+            q = <const unsigned char*>memchr(p + i, 0x7E, n - i)
+            if q == NULL:
+                self._pending = b""
+                return out
+            s = q - p
+            q = <const unsigned char*>memchr(p + s + 1, 0x7E, n - s - 1)
+            if q == NULL:
+                if n - s >= mx:
+                    out.append(FrameTooLargeError(f"no end flag within {mx} bytes"))
+                    i = s + mx
+                    continue
+                self._pending = buf[s:]
+                return out
+            e = q - p
+            if e - s >= mx:
+                out.append(FrameTooLargeError(f"no end flag within {mx} bytes"))
+                i = s + mx
+                continue
+            if e == s + 1:
+                i = e
+                continue
+            out.append(buf[s:e + 1])
+            i = e + 1
+
+    @property
+    def pending(self):
+        """The buffered start of an incomplete frame (from its start flag), or b""."""
+        return self._pending
+
+
+cdef class FrameDecoder:
+    """Streaming decoder: bytes in, Message records (or error instances) out. See codec.FrameDecoder."""
+
+    def __init__(self, profile=None, Py_ssize_t max_buffer=DEFAULT_MAX_BUFFER):
+        self.profile = profile
+        self.max_buffer = check_max_buffer(max_buffer)
+        self._pending = b""
+        self._phone_len = 0
+        self._phone_str = None
+
+    @property
+    def profile(self):
+        return self._profile
+
+    @profile.setter
+    def profile(self, value):
+        p = DEFAULT_PROFILE if value is None else value
+        self._lenient_checksum = p.lenient_checksum
+        self._lenient_length = p.lenient_length
+        self._lenient_7d = p.lenient_trailing_7d
+        self._force_layout = p.force_layout or 0
+        self._profile = p
+
+    @property
+    def pending(self):
+        return self._pending
+
+    def feed(self, data):
+        """Decode every frame ``data`` completes.
+
+        Returns Messages and Jt808ProtocolError instances (not raised) in stream
+        order; bytes of an incomplete frame are kept for the next call.
+        """
+        cdef bytes buf
+        if self._pending:
+            buf = self._pending + bytes(data)
+        elif type(data) is bytes:
+            buf = <bytes>data
+        else:
+            buf = bytes(data)
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(buf)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(buf), i = 0, s, e, mx = self.max_buffer
+        cdef const unsigned char* q
+        cdef list out = []
+        while True:
+            q = <const unsigned char*>memchr(p + i, 0x7E, n - i)
+            if q == NULL:
+                self._pending = b""
+                return out
+            s = q - p
+            q = <const unsigned char*>memchr(p + s + 1, 0x7E, n - s - 1)
+            if q == NULL:
+                if n - s >= mx:
+                    out.append(FrameTooLargeError(f"no end flag within {mx} bytes"))
+                    i = s + mx
+                    continue
+                self._pending = buf[s:]
+                return out
+            e = q - p
+            if e - s >= mx:
+                out.append(FrameTooLargeError(f"no end flag within {mx} bytes"))
+                i = s + mx
+                continue
+            if e == s + 1:
+                i = e
+                continue
+            try:
+                out.append(self._decode(p + s + 1, e - s - 1))
+            except Jt808ProtocolError as exc:
+                out.append(exc)
+            i = e + 1
+
+    cdef object _phone(self, const unsigned char* p, int n):
+        cdef char digits[20]
+        cdef int k
+        if n == self._phone_len and memcmp(p, self._phone_raw, n) == 0:
+            return self._phone_str
+        for k in range(n):
+            digits[2 * k] = HEXDIGITS[p[k] >> 4]
+            digits[2 * k + 1] = HEXDIGITS[p[k] & 15]
+        s = telacd_ascii_str(digits, 2 * n)
+        memcpy(self._phone_raw, p, n)
+        self._phone_len = n
+        self._phone_str = s
+        return s
+
+    cdef object _decode(self, const unsigned char* content, Py_ssize_t clen):
+        """Decode the escaped bytes between the flags; mirrors codec._decode_content."""
+        cdef const unsigned char* u = content
+        cdef Py_ssize_t ulen = clen, n, hdr, extra
+        cdef bint tolerated = False
+        cdef int faults = 0, version, x
+        cdef unsigned int msg_id, attr, body_len, proto, serial, total = 0, index = 0
+        cdef object phone, vobj, body, msg
+        if memchr(content, 0x7D, clen) != NULL:
+            u = scratch(clen)
+            ulen = unescape_into(content, clen, <unsigned char*>u, self._lenient_7d, &tolerated)
+            if ulen < 0:
+                raise EscapeError("0x7D not followed by 0x01 or 0x02")
+            if tolerated:
+                faults |= FAULT_ESCAPE
+        n = ulen - 1  # bytes before the checksum
+        if n < 12:
+            raise HeaderShortError(f"{ulen} bytes, a header and checksum need at least 13")
+        msg_id = u16(u)
+        attr = u16(u + 2)
+        body_len = attr & 0x3FF
+        extra = 4 if attr & 0x2000 else 0
+        version = self._force_layout
+        if version == 0:
+            if attr & 0x4000:
+                version = 2013 if n - 12 - extra == body_len else 2019
+            else:
+                version = 2019 if n - 17 - extra == body_len else 2013
+        if version == 2019:
+            hdr = 17 + extra
+            if n < hdr:
+                raise HeaderShortError(f"{ulen} bytes, a 2019 header and checksum need {hdr + 1}")
+            proto = u[4]
+            phone = self._phone(u + 5, 10)
+            serial = u16(u + 15)
+            vobj = V2019
+        else:
+            hdr = 12 + extra
+            if n < hdr:
+                raise HeaderShortError(f"{ulen} bytes, a 2013 header and checksum need {hdr + 1}")
+            proto = 0
+            phone = self._phone(u + 4, 6)
+            serial = u16(u + 10)
+            vobj = V2013
+        if extra:
+            total = u16(u + hdr - 4)
+            index = u16(u + hdr - 2)
+        x = xor_bytes(u, ulen)
+        if x != 0:
+            if not self._lenient_checksum:
+                raise ChecksumError(
+                    f"checksum 0x{u[n]:02x}, expected 0x{x ^ u[n]:02x}",
+                    Header(msg_id, attr, vobj, proto, phone, serial, total, index),
+                )
+            faults |= FAULT_CHECKSUM
+        if n - hdr != body_len:
+            if not self._lenient_length:
+                raise LengthError(
+                    f"body length {body_len} in the header, {n - hdr} bytes present",
+                    Header(msg_id, attr, vobj, proto, phone, serial, total, index),
+                )
+            faults |= FAULT_LENGTH
+        if extra or attr & 0x1C00:
+            # a packet of a subpackaged message, or an encrypted body: kept raw
+            body = PyBytes_FromStringAndSize(<const char*>(u + hdr), n - hdr)
+        else:
+            try:
+                body = decode_body(msg_id, u + hdr, n - hdr, vobj)
+            except Jt808ProtocolError as exc:
+                exc.header = Header(msg_id, attr, vobj, proto, phone, serial, total, index)
+                raise
+        msg = telacd_alloc_record(Message, 10)
+        set_item(msg, 0, u16obj(msg_id))
+        set_item(msg, 1, u16obj(attr))
+        set_item(msg, 2, vobj)
+        set_item(msg, 3, PyLong_FromLong(proto))
+        set_item(msg, 4, phone)
+        set_item(msg, 5, u16obj(serial))
+        set_item(msg, 6, u16obj(total))
+        set_item(msg, 7, u16obj(index))
+        set_item(msg, 8, PyLong_FromLong(faults))
+        set_item(msg, 9, body)
+        telacd_untrack(msg)
+        return msg
+
+
+def decode_frame(frame, profile=None):
+    """Decode one wire frame (flags included) or raise its Jt808ProtocolError. See codec.decode_frame."""
+    dec = FrameDecoder(profile, max(DEFAULT_MAX_BUFFER, len(frame) + 2))
+    results = dec.feed(frame)
+    if not results:
+        raise TruncatedError("no end flag" if dec.pending else "no frame")
+    first = results[0]
+    if isinstance(first, Jt808ProtocolError):
+        raise first
+    return first
+
+
+# ---------------------------------------------------------------------------
+# encoders
+
+cdef inline int hexval(Py_UCS4 c) noexcept:
+    if 48 <= c <= 57:  # 0-9
+        return <int>c - 48
+    if 97 <= c <= 102:  # a-f
+        return <int>c - 87
+    if 65 <= c <= 70:  # A-F
+        return <int>c - 55
+    return -1
+
+
+cdef int put_phone(unsigned char* d, object phone, int width) except -1:
+    """Write the BCD phone field (width bytes); fast for a str of exactly 2*width hex digits."""
+    cdef int k, hi, lo
+    cdef str s
+    cdef bytes raw
+    if type(phone) is str and len(<str>phone) == 2 * width:
+        s = <str>phone
+        for k in range(width):
+            hi = hexval(s[2 * k])
+            lo = hexval(s[2 * k + 1])
+            if hi < 0 or lo < 0:
+                break
+            d[k] = <unsigned char>(hi << 4 | lo)
+        else:
+            return 0
+    raw = py_phone_bcd(phone, 2019 if width == 10 else 2013)
+    memcpy(d, PyBytes_AS_STRING(raw), width)
+    return 0
+
+
+cdef bytes build_frame(unsigned int msg_id, const unsigned char* body, Py_ssize_t n, object phone,
+                       long serial, int version, int proto_version, long pkg_total, long pkg_index,
+                       int encrypt):
+    cdef unsigned char head[21]
+    cdef unsigned char small[64]
+    cdef unsigned char* frame
+    cdef Py_ssize_t h, total
+    cdef unsigned int attr
+    if n > 0x3FF:
+        raise Jt808LocalError(f"body of {n} bytes exceeds 1023; send it subpackaged")
+    attr = <unsigned int>n | (<unsigned int>encrypt) << 10
+    if pkg_total:
+        attr |= 0x2000
+    head[0] = msg_id >> 8
+    head[1] = msg_id & 0xFF
+    if version == 2019:
+        attr |= 0x4000
+        head[4] = <unsigned char>proto_version
+        put_phone(head + 5, phone, 10)
+        h = 15
+    else:
+        put_phone(head + 4, phone, 6)
+        h = 10
+    head[2] = attr >> 8
+    head[3] = attr & 0xFF
+    head[h] = serial >> 8
+    head[h + 1] = serial & 0xFF
+    h += 2
+    if pkg_total:
+        head[h] = (pkg_total >> 8) & 0xFF
+        head[h + 1] = pkg_total & 0xFF
+        head[h + 2] = (pkg_index >> 8) & 0xFF
+        head[h + 3] = pkg_index & 0xFF
+        h += 4
+    total = h + n + 1
+    if total <= 64:
+        frame = &small[0]
+    else:
+        frame = scratch(total)
+    memcpy(frame, head, h)
+    if n:
+        memcpy(frame + h, body, n)
+    frame[h + n] = <unsigned char>xor_bytes(frame, h + n)
+    return escape_raw(frame, total, True)
+
+
+cdef check_header_fields(msg_id, serial, proto_version, pkg_total, pkg_index, encrypt):
+    if not (
+        0 <= msg_id <= 0xFFFF
+        and 0 <= serial <= 0xFFFF
+        and 0 <= proto_version <= 0xFF
+        and 0 <= pkg_total <= 0xFFFF
+        and 0 <= pkg_index <= 0xFFFF
+        and 0 <= encrypt <= 7
+    ):
+        raise Jt808LocalError("a header field is out of range")
+
+
+def encode_frame(msg_id, body, phone, serial, version=2013, proto_version=1,
+                 pkg_total=0, pkg_index=0, encrypt=0):
+    """Build, checksum and escape one frame. See codec.encode_frame."""
+    cdef const unsigned char[:] v = body
+    cdef Py_ssize_t n = v.shape[0]
+    check_header_fields(msg_id, serial, proto_version, pkg_total, pkg_index, encrypt)
+    return build_frame(msg_id, &v[0] if n else NULL, n, phone, serial, version, proto_version,
+                       pkg_total, pkg_index, encrypt)
+
+
+def encode_general_response(phone, int version, int proto_version, serial, reply_serial,
+                            reply_id, result, msg_id=0x8001):
+    """A 0x8001 (or, with msg_id=0x0001, 0x0001) general response frame: the gateway's ack path."""
+    cdef unsigned char body[5]
+    if not (0 <= reply_serial <= 0xFFFF and 0 <= reply_id <= 0xFFFF and 0 <= result <= 0xFF):
+        raise Jt808LocalError("reply_serial, reply_id or result out of range")
+    check_header_fields(msg_id, serial, proto_version, 0, 0, 0)
+    body[0] = reply_serial >> 8
+    body[1] = reply_serial & 0xFF
+    body[2] = reply_id >> 8
+    body[3] = reply_id & 0xFF
+    body[4] = <unsigned char>result
+    return build_frame(msg_id, body, 5, phone, serial, version, proto_version, 0, 0, 0)
