@@ -458,7 +458,9 @@ class Connection:
             if self._transitions is PLATFORM_TRANSITIONS
             else ids.MSG_TERMINAL_RESEND_REQUEST
         )
-        body = m.push_resend_request(m.ResendRequest(missing.first_serial, missing.packet_ids), missing.version)
+        body = m.push_resend_request(
+            m.ResendRequest(missing.first_serial, missing.packet_ids), missing.version
+        )
         reply = self._codec.encode_frame(
             msg_id, body, missing.phone, self._next_serial(), missing.version, missing.proto_version
         )
@@ -508,7 +510,8 @@ class Connection:
     def track(self, interval_s: int, validity_s: int) -> tuple[int, bytes]:
         """0x8202 temporary tracking; interval 0 stops it."""
         return self.send(
-            ids.MSG_TEMPORARY_TRACKING, m.TemporaryTracking(interval_s, None if interval_s == 0 else validity_s)
+            ids.MSG_TEMPORARY_TRACKING,
+            m.TemporaryTracking(interval_s, None if interval_s == 0 else validity_s),
         )
 
     def confirm_alarm(self, alarm_serial: int, alarm_type: int) -> tuple[int, bytes]:
@@ -625,4 +628,3 @@ def pair(
         Connection(Role.PLATFORM, **(platform_kwargs or {})),
         Connection(Role.TERMINAL, **(terminal_kwargs or {"phone": "013800000000"})),
     )
-

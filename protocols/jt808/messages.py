@@ -919,6 +919,17 @@ def push_authenticate(r: Authenticate, version: int) -> bytes:
     return bytes((len(code),)) + code + _fixed_out(r.imei or "", 15) + _fixed_out(r.sw_version or "", 20)
 
 
+def push_query_params_response(r: QueryParamsResponse, version: int) -> bytes:
+    if len(r.params) > 255:
+        raise Jt808LocalError("more than 255 parameters in one 0x0104")
+    out = bytearray(r.reply_serial.to_bytes(2, "big") + bytes((len(r.params),)))
+    for pid, value in r.params:
+        if len(value) > 255:
+            raise Jt808LocalError(f"parameter 0x{pid:04x} longer than 255 bytes")
+        out += pid.to_bytes(4, "big") + bytes((len(value),)) + bytes(value)
+    return bytes(out)
+
+
 def push_location_report(r: Location, version: int) -> bytes:
     return push_location(r)
 
@@ -1013,6 +1024,7 @@ BODY_ENCODERS = {
     Register: push_register,
     RegisterResponse: push_register_response,
     Authenticate: push_authenticate,
+    QueryParamsResponse: push_query_params_response,
     Location: push_location_report,
     LocationQueryResponse: push_location_query_response,
     LocationBatch: push_location_batch,
