@@ -315,10 +315,10 @@ class Connection:
         for msg in self._decoder.feed(data):
             if type(msg) is not Message:
                 out.append(self._rejected(msg))
+            elif msg.msg_id == 0x0200 and online and platform and not msg.attr & 0x3C00:
+                out.append(_new(_LOCATION_REPORTED, (msg,)))  # the hot path, first
             elif msg.attr & 0x2000:
                 self._on_packet(msg, now, out)
-            elif msg.msg_id == 0x0200 and online and platform:
-                out.append(_new(_LOCATION_REPORTED, (msg,)))  # the hot path, first
             elif platform:
                 out.append(self._platform_event(msg))
                 online = self.state is ONLINE

@@ -977,7 +977,11 @@ def push_media_event(r: MediaEvent, version: int) -> bytes:
 
 def push_media_data(r: MediaData, version: int) -> bytes:
     head = r.media_id.to_bytes(4, "big") + bytes((r.media_type, r.media_format, r.event_code, r.channel))
-    loc = b"" if r.location is None else push_location(r.location._replace(item_ids=b"", item_values=()))
+    if r.location is not None:
+        loc = push_location(r.location._replace(item_ids=b"", item_values=()))
+    else:
+        # 2013+ always has the block (a decoder cannot tell it is absent); 2011 has none
+        loc = b"" if version == 2011 else bytes(28)
     return head + loc + bytes(r.data)
 
 
