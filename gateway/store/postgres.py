@@ -72,6 +72,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import operator
 import os
 import re
 import time
@@ -135,6 +136,7 @@ _COMMAND_COLS = (
     "id, phone, session, agent, command, params, created_at, expires_at, status, result, updated_at"
 )
 _LOCATION_SELECT = ", ".join(LOCATION_COLUMNS)
+_T = operator.itemgetter(LOCATION_COLUMNS.index("t"))
 
 # Failures that say "the server or the link is not there right now", worth
 # retrying as they are. Everything else is about the statement or its data.
@@ -157,13 +159,14 @@ _BAD_ROW: tuple[type[BaseException], ...] = (
 )
 
 
-def _transient(exc: BaseException, conn: Any = None) -> bool:
+def _transient(exc: BaseException, link_lost: bool = False) -> bool:
+    """True for a failure of the server or the link; ``link_lost``: the connection was closed by it."""
     if isinstance(exc, _TRANSIENT):
         return True
     # asyncpg raises InterfaceError("connection is closed") for a link that died under it
     if isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc):
         return True
-    return conn is not None and conn.is_closed()
+    return link_lost
 
 
 def _describe(exc: BaseException) -> str:
@@ -299,10 +302,6 @@ class _Job:
     future: asyncio.Future
     deadline: float  # loop time after which an unreachable server fails the job
     result: Any = None
-
-
-class _InDoubt(Exception):
-    """A COMMIT was sent and no answer came back."""
 
 
 @dataclass(slots=True)
@@ -547,31 +546,34 @@ class PostgresStore(Store):
             if not jobs:
                 return []
             token = f"{self._token_prefix}-{next(self._tokens)}"
-            committing = committed = False
-            conn = None
+            committing = committed = lost = False
             try:
                 async with self._pool.acquire() as conn:
-                    tr = conn.transaction()
-                    await tr.start()
                     try:
-                        base = await conn.fetchval(_TAKE_NUMBERS, sum(j.n_events for j in jobs), token)
-                        for job in jobs:
-                            job.result = await job.body(conn, base)
-                            base += job.n_events
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            await tr.rollback()
+                        tr = conn.transaction()
+                        await tr.start()
+                        try:
+                            base = await conn.fetchval(_TAKE_NUMBERS, sum(j.n_events for j in jobs), token)
+                            for job in jobs:
+                                job.result = await job.body(conn, base)
+                                base += job.n_events
+                        except BaseException:
+                            with contextlib.suppress(Exception):
+                                await tr.rollback()
+                            raise
+                        committing = True
+                        await tr.commit()
+                        committed = True
+                    except Exception:
+                        lost = conn.is_closed()  # asked before the connection goes back to the pool
                         raise
-                    committing = True
-                    await tr.commit()
-                    committed = True
                 self._unavailable = False
                 return jobs
             except Exception as e:
                 if committed:  # only giving the connection back failed
                     self._unavailable = False
                     return jobs
-                if not _transient(e, conn):
+                if not _transient(e, lost):
                     raise
                 self._unavailable = True
                 self._note_error(f"{jobs[0].kind}: {_describe(e)}")
@@ -818,19 +820,28 @@ class PostgresStore(Store):
                 except TimeoutError:
                     pass
                 continue
-            await self._write_batch(batch)
+            try:
+                await self._write_batch(batch)
+            except Exception as e:  # a bug, not the database: keep the writer alive and say so
+                log.exception("location writer")
+                self._note_error(f"location writer: {_describe(e)}")
+                await asyncio.sleep(1.0)
 
     async def _write_batch(self, batch: _LocationBatch) -> None:
         rows = batch.rows
         t0 = time.perf_counter()
-        conn = None
+        lost = False
         try:
             await self._ensure_partitions_for(rows)
             async with self._pool.acquire() as conn:
-                await conn.copy_records_to_table("locations", records=rows, columns=LOCATION_COLUMNS)
+                try:
+                    await conn.copy_records_to_table("locations", records=rows, columns=LOCATION_COLUMNS)
+                except Exception:
+                    lost = conn.is_closed()
+                    raise
         except Exception as e:
             del self._inflight[batch.first]
-            if isinstance(e, _BAD_ROW) and not _transient(e, conn):
+            if isinstance(e, _BAD_ROW) and not _transient(e, lost):
                 self._reject(batch, e)
             else:
                 # keep the rows (they still count against the bound) and back off
@@ -877,6 +888,7 @@ class PostgresStore(Store):
             self._note_error(f"location row rejected ({rows[0][0]!r}, t={rows[0][1]!r}): {_describe(exc)}")
             self._answer_flushes()
             return
+        self.stats.errors += 1
         half = len(rows) // 2
         self._retry.appendleft(_LocationBatch(batch.first + half, rows[half:]))
         self._retry.appendleft(_LocationBatch(batch.first, rows[:half]))
@@ -901,8 +913,8 @@ class PostgresStore(Store):
         """Create the daily partitions this batch needs (within the window) before it is copied."""
         today = self._today()
         lo_day, hi_day = today - self._backfill_days, today + 1
-        t_min = min(r[1] for r in rows)
-        t_max = max(r[1] for r in rows)
+        t_min = min(map(_T, rows))
+        t_max = max(map(_T, rows))
         # written so that NaN or infinite device times fall outside the window (default partition)
         first = int(t_min // DAY) if t_min >= lo_day * DAY else lo_day
         last = int(t_max // DAY) if t_max < (hi_day + 1) * DAY else hi_day

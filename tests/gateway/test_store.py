@@ -177,3 +177,12 @@ async def test_agent_events(store):
 
 async def test_ping(store):
     assert await store.ping() is True
+
+
+async def test_any_json_payload_round_trips(store):
+    # vehicle-supplied text reaches session and event data; none of it may make an alert unstorable
+    # (a NUL escape is the case PostgreSQL's jsonb would refuse)
+    data = {"text": "nul \x00 here", "gbk": "粤B12345", "nested": {"n": [1, 2.5, None, True]}}
+    rows = await store.commit([session("s1", data=data)], [event("s1", "created", **data)])
+    assert (await store.get_session("s1")).data == data
+    assert (await store.session_events("s1"))[0].data == data == rows[0].data
