@@ -31,7 +31,8 @@ backoff until a job has waited ``commit_timeout_s`` since it was submitted;
 then the caller gets :class:`StoreError`. Nothing is acknowledged on the
 strength of a write that has not committed: the gateway answers an alert
 (0x8001) only when ``commit`` returns, so during an outage the vehicle
-retransmits (JT/T 808-2019 §7.5.1: timeout T, then T·(n+1), up to N tries), and
+retransmits (JT/T 808 terminal parameters 0x0002/0x0003: the TCP answer
+timeout and the number of retransmissions), and
 when the server returns the next commit goes through on a fresh connection.
 Bounded rather than endless waiting keeps callers and memory bounded, and
 leaves the choice of what to do next with the caller. One case stays
@@ -456,8 +457,8 @@ class PostgresStore(Store):
         if self._pool is None or self._closed:
             return False
         try:
-            return await self._pool.fetchval("SELECT 1", timeout=2.0) == 1
-        except Exception:
+            return (await self._fetch("SELECT 1", timeout=2.0))[0][0] == 1
+        except StoreError:
             return False
 
     def _note_error(self, message: str) -> None:
@@ -643,13 +644,23 @@ class PostgresStore(Store):
 
         return await self._submit("commit", len(ev), body)
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
+        """A read on any pooled connection; StoreError when the server cannot answer.
+
+        A transient failure is retried once at once: after a server restart the
+        pool may hand out a connection whose death it has not noticed yet, and
+        the retry gets a fresh one. A second failure means the server is down.
+        """
         if self._pool is None or self._closed:
             raise StoreError("store is closed")
-        try:
-            return await self._pool.fetch(sql, *args)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            raise StoreError(f"read failed: {_describe(e)}") from None
+        for attempt in (1, 2):
+            try:
+                return await self._pool.fetch(sql, *args, timeout=timeout)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                if attempt == 1 and _transient(e):
+                    continue
+                raise StoreError(f"read failed: {_describe(e)}") from None
+        raise AssertionError("unreachable")
 
     async def last_seq(self) -> int:
         rows = await self._fetch("SELECT seq FROM event_counter")

@@ -348,6 +348,13 @@ async def test_close_flushes_queued_locations(open_store):
 # -- numbering ----------------------------------------------------------------------------------
 
 
+async def test_concurrent_commits_share_transactions(open_store):
+    store = await open_store()
+    await asyncio.gather(*(store.commit([session(f"s{i}")], [event(f"s{i}", "created")]) for i in range(50)))
+    assert store.stats.commits == 50
+    assert store.stats.commit_batches < 50  # grouped: the first alone, the rest queued behind it
+
+
 async def test_two_stores_on_one_database_still_number_gap_free(open_store):
     # two gateways on one database breaks the deployment rules, but must not break numbering
     a, b = await open_store(), await open_store()
@@ -374,6 +381,8 @@ async def test_commit_during_an_outage_fails_after_its_bound_and_takes_no_number
     with pytest.raises(StoreError, match="not stored"):
         await store.commit([session("b")], [event("b", "created")])
     assert await store.ping() is False
+    with pytest.raises(StoreError):  # reads fail as StoreError too, not as a driver exception
+        await store.get_session("a")
     assert store.stats.errors > 0 and store.stats.last_error
     proxy.restore()
     rows = await store.commit([session("c")], [event("c", "created")])
