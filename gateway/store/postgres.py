@@ -444,9 +444,9 @@ class PostgresStore(Store):
         for t in pending:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for _, fut in self._flush_waiters:
+        for _, fut in self._flush_waiters:  # only left when the rows could not be written in time
             if not fut.done():
-                fut.set_result(None)
+                fut.set_exception(StoreError(f"closed with {self.stats.pending} locations unwritten"))
         self._flush_waiters.clear()
         try:
             await asyncio.wait_for(self._pool.close(), timeout)

@@ -468,3 +468,15 @@ async def test_bench_store_measures_both_paths(pg):
     assert result["ratio"] == pytest.approx(
         result["store_rows_per_s"] / result["bare_copy_rows_per_s"], abs=1e-3
     )
+
+
+async def test_close_during_an_outage_gives_up_after_its_bound_and_says_what_was_lost(open_store, proxy):
+    store = await open_store(via=proxy, location_flush_ms=10)
+    proxy.cut()
+    store.add_locations([loc("p", time.time() + i) for i in range(25)])
+    waiter = asyncio.ensure_future(store.flush_locations())
+    await until(lambda: store.stats.errors >= 1)
+    await store.close(timeout=0.5)
+    assert store.stats.pending == 25
+    with pytest.raises(StoreError, match="25 locations unwritten"):
+        await waiter
