@@ -27,8 +27,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLong, PyLong_FromUnsignedLong
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.list cimport PyList_AsTuple
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.unicode cimport PyUnicode_Decode
 from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport realloc
 from libc.string cimport memchr, memcmp, memcpy
@@ -48,33 +50,60 @@ from .errors import (
 
 cdef extern from *:
     """
-    /* Allocate an instance of a tuple subclass with n (NULL) items: what
-       tuple.__new__(cls, iterable) does internally after building the
-       intermediate tuple. The items are set with PyTuple_SET_ITEM. */
-    static PyObject* telacd_alloc_record(PyObject* type, Py_ssize_t n) {
-        PyTypeObject* t = (PyTypeObject*)type;
-        return t->tp_alloc(t, n);
+    /* Records are tuple subclasses (messages.py). Most hold only ints, floats,
+       str, bytes, None and other such records, so they cannot be part of a
+       reference cycle, and keeping them out of the cycle collector matters: a
+       decoder makes 3-10 records per frame, and when they were tracked, the
+       generation-0 collections walking them cost about half of a decoded frame
+       (measured). CPython untracks such exact tuples itself, but only later,
+       during a collection (_PyTuple_MaybeUntrack), and never tuple subclasses.
+
+       telacd_new_record allocates a tuple-subclass instance with n NULL items
+       the way tuple_alloc does (PyObject_GC_NewVar), so it starts untracked;
+       the caller fills every item, then telacd_track_if_needed tracks it if an
+       item could be part of a cycle. */
+    static PyObject* telacd_new_record(PyObject* type, Py_ssize_t n) {
+        PyVarObject* o = _PyObject_GC_NewVar((PyTypeObject*)type, n);
+        if (o == NULL) return NULL;
+        memset(((PyTupleObject*)o)->ob_item, 0, (size_t)n * sizeof(PyObject*));
+        return (PyObject*)o;
     }
-    /* Take a record out of the cycle collector when it holds nothing the
-       collector tracks. CPython does the same for exact tuples during a
-       collection (_PyTuple_MaybeUntrack); doing it at birth matters because a
-       decoder makes ~10 records per frame, and tracked records make every
-       generation-0 collection walk them: about half the cost of a decoded
-       frame when measured. A record of atomic values cannot be part of a
-       reference cycle, so nothing can leak. */
+    static int telacd_atomic(PyObject* e) {
+        PyTypeObject* et = Py_TYPE(e);
+        if (et == &PyLong_Type || et == &PyFloat_Type || et == &PyUnicode_Type ||
+            et == &PyBytes_Type || et == &PyBool_Type || e == Py_None) return 1;
+        return PyTuple_Check(e) && !PyObject_GC_IsTracked(e);
+    }
+    /* A record whose items are atomic except possibly `inner`. */
+    static inline void telacd_track_if_tracked(PyObject* t, PyObject* inner) {
+        if (PyTuple_Check(inner) && PyObject_GC_IsTracked(inner)) PyObject_GC_Track(t);
+    }
+    static void telacd_track_if_needed(PyObject* t) {
+        Py_ssize_t i, n = Py_SIZE(t);
+        for (i = 0; i < n; i++) {
+            PyObject* e = PyTuple_GET_ITEM(t, i);
+            if (e != NULL && !telacd_atomic(e)) { PyObject_GC_Track(t); return; }
+        }
+    }
+    /* Untrack a tuple (or record) created tracked, e.g. by PyTuple_New or by
+       Python code, if it holds only atomic items; nested records first. */
     static void telacd_untrack(PyObject* t) {
         Py_ssize_t i, n = Py_SIZE(t);
         for (i = 0; i < n; i++) {
             PyObject* e = PyTuple_GET_ITEM(t, i);
-            PyTypeObject* et;
-            if (e == NULL) return;
-            et = Py_TYPE(e);
-            if (et == &PyLong_Type || et == &PyFloat_Type || et == &PyUnicode_Type ||
-                et == &PyBytes_Type || et == &PyBool_Type || e == Py_None) continue;
-            if (PyTuple_Check(e) && !PyObject_GC_IsTracked(e)) continue;
-            return;
+            if (e == NULL || !telacd_atomic(e)) return;
         }
         PyObject_GC_UnTrack(t);
+    }
+    static void telacd_untrack_deep(PyObject* t, int depth) {
+        Py_ssize_t i, n = Py_SIZE(t);
+        if (depth > 4) return;
+        for (i = 0; i < n; i++) {
+            PyObject* e = PyTuple_GET_ITEM(t, i);
+            if (e != NULL && PyTuple_Check(e) && PyObject_GC_IsTracked(e))
+                telacd_untrack_deep(e, depth + 1);
+        }
+        telacd_untrack(t);
     }
     static PyObject* telacd_ascii_str(const char* s, Py_ssize_t n) {
         PyObject* u = PyUnicode_New(n, 127);
@@ -82,9 +111,13 @@ cdef extern from *:
         return u;
     }
     """
-    object telacd_alloc_record(object type, Py_ssize_t n)
     object telacd_ascii_str(const char* s, Py_ssize_t n)
     void telacd_untrack(object t) noexcept
+    object telacd_new_record(object type, Py_ssize_t n)
+    void telacd_track_if_needed(object t) noexcept
+    void telacd_track_if_tracked(object t, object inner) noexcept
+    void PyObject_GC_UnTrack(object o) noexcept
+    void telacd_untrack_deep(object t, int depth) noexcept
 
 IMPLEMENTATION = "compiled"
 DEFAULT_MAX_BUFFER = 4096
@@ -95,7 +128,10 @@ cdef object Location = _m.Location
 cdef object LocationBatch = _m.LocationBatch
 cdef object LocationQueryResponse = _m.LocationQueryResponse
 cdef object GeneralResponse = _m.GeneralResponse
+cdef object Passthrough = _m.Passthrough
+cdef object Authenticate = _m.Authenticate
 cdef object EMPTY = _m.EMPTY
+telacd_untrack(EMPTY)  # the shared empty body: a Message holding it can be untracked too
 cdef object py_decode_body = _m.decode_body
 cdef object py_item_value = _m.item_value
 cdef object py_phone_bcd = _m.phone_bcd
@@ -154,6 +190,71 @@ cdef inline object u16obj(unsigned int v):
     Py_INCREF(obj)  # the cache's reference, never released
     U16_CACHE[v] = <PyObject*>obj
     return obj
+
+
+# A small direct-mapped cache for 32-bit alarm/status words: a fleet reports
+# the same few status combinations over and over, and these ints are above
+# CPython's small-int range, so each would otherwise be a fresh allocation.
+cdef PyObject* U32_CACHE[256]
+cdef unsigned long U32_KEYS[256]
+
+cdef inline object u32obj(unsigned long v):
+    cdef unsigned int slot = (v ^ (v >> 8) ^ (v >> 16) ^ (v >> 24)) & 0xFF
+    cdef PyObject* o = U32_CACHE[slot]
+    if o != NULL and U32_KEYS[slot] == v:
+        return <object>o
+    if v < 257:
+        return PyLong_FromUnsignedLong(v)  # CPython's own small ints
+    obj = PyLong_FromUnsignedLong(v)
+    Py_INCREF(obj)
+    Py_XDECREF(o)  # the evicted entry
+    U32_CACHE[slot] = <PyObject*>obj
+    U32_KEYS[slot] = v
+    return obj
+
+
+# The additional-item ids of a device's reports repeat from one report to the
+# next, so the bytes object holding them is shared through a small
+# direct-mapped cache keyed by content (bytes are immutable).
+cdef enum:
+    IDS_CACHE_SLOTS = 64
+    IDS_MAX = 64
+
+cdef PyObject* IDS_CACHE[IDS_CACHE_SLOTS]
+
+cdef object ids_bytes(const unsigned char* ids, Py_ssize_t count):
+    cdef unsigned int h = <unsigned int>count * 31
+    cdef Py_ssize_t k
+    cdef PyObject* o
+    if count > IDS_MAX:
+        return PyBytes_FromStringAndSize(<const char*>ids, count)
+    for k in range(count):
+        h = h * 131 + ids[k]
+    h = (h ^ (h >> 7)) % IDS_CACHE_SLOTS
+    o = IDS_CACHE[h]
+    if o != NULL and PyBytes_GET_SIZE(<object>o) == count and memcmp(PyBytes_AS_STRING(<object>o), ids, count) == 0:
+        return <object>o
+    obj = PyBytes_FromStringAndSize(<const char*>ids, count)
+    Py_INCREF(obj)
+    Py_XDECREF(o)
+    IDS_CACHE[h] = <PyObject*>obj
+    return obj
+
+
+cdef unsigned char* _scratch2 = NULL
+cdef Py_ssize_t _scratch2_size = 0
+
+cdef unsigned char* scratch2(Py_ssize_t n) except NULL:
+    """A second scratch buffer (item ids of a very long item list; the first may hold the frame)."""
+    global _scratch2, _scratch2_size
+    cdef void* p
+    if n > _scratch2_size:
+        p = realloc(_scratch2, n)
+        if p == NULL:
+            raise MemoryError()
+        _scratch2 = <unsigned char*>p
+        _scratch2_size = n
+    return _scratch2
 
 
 # ---------------------------------------------------------------------------
@@ -262,7 +363,7 @@ cdef object item_value(unsigned int item_id, const unsigned char* p, Py_ssize_t 
             if size == 4:
                 return PyLong_FromUnsignedLong(u32(p))
             if size == 2:
-                return u16obj(u16(p))
+                return PyLong_FromLong(u16(p))
             return PyLong_FromLong(p[0])
     elif item_id == 0x06 and n == 2:  # cabin temperature, sign-magnitude
         mag = (<unsigned int>(p[0] & 0x7F)) << 8 | p[1]
@@ -279,9 +380,10 @@ cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items)
     cdef double lon = u32(b + 12) / 1000000.0
     cdef Py_ssize_t i, count = 0, k
     cdef unsigned int item_id, ln
-    cdef bint ok = True
+    cdef bint ok = True, composite = False
     cdef object ids, values, value
     cdef unsigned char* idp
+    cdef unsigned char idbuf[IDS_MAX]
     if status & 4:  # status bit 2: south latitude
         lat = -lat
     if status & 8:  # status bit 3: west longitude
@@ -294,9 +396,11 @@ cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items)
                 break
             count += 1
             i += 2 + b[i + 1]
-        ids = PyBytes_FromStringAndSize(NULL, count)
-        idp = <unsigned char*>PyBytes_AS_STRING(ids)
         values = PyTuple_New(count)
+        if count <= IDS_MAX:
+            idp = &idbuf[0]
+        else:
+            idp = scratch2(count)
         i = 28
         k = 0
         while i < n:
@@ -312,27 +416,32 @@ cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items)
                 i = n
             else:
                 value = item_value(item_id, b + i, ln)
+                composite |= ITEM_COMPOSITE[item_id]
                 i += ln
             idp[k] = <unsigned char>item_id
             set_item(values, k, value)
             k += 1
-        telacd_untrack(values)
+        ids = ids_bytes(idp, count)
+        if composite:
+            telacd_untrack(values)  # the composite values are tuples made by Python code
+        else:
+            PyObject_GC_UnTrack(values)  # ints and bytes only
     else:
         ids = b""
         values = ()
-    loc = telacd_alloc_record(Location, 11)
-    set_item(loc, 0, PyLong_FromUnsignedLong(u32(b)))  # alarm flags
-    set_item(loc, 1, PyLong_FromUnsignedLong(status))
+    loc = telacd_new_record(Location, 11)
+    set_item(loc, 0, u32obj(u32(b)))  # alarm flags
+    set_item(loc, 1, u32obj(status))
     set_item(loc, 2, PyFloat_FromDouble(lat))
     set_item(loc, 3, PyFloat_FromDouble(lon))
-    set_item(loc, 4, u16obj(u16(b + 16)))  # altitude, m
+    set_item(loc, 4, PyLong_FromLong(u16(b + 16)))  # altitude, m
     set_item(loc, 5, PyFloat_FromDouble(u16(b + 18) / 10.0))  # speed, 1/10 km/h
     set_item(loc, 6, u16obj(u16(b + 20)))  # direction
     set_item(loc, 7, bcd_time(b + 22))
     set_item(loc, 8, ids)
     set_item(loc, 9, values)
     set_item(loc, 10, ok)
-    telacd_untrack(loc)
+    telacd_track_if_tracked(loc, values)
     return loc
 
 
@@ -357,14 +466,14 @@ cdef object pull_location_batch(const unsigned char* b, Py_ssize_t n):
             break
         positions.append(pull_location(b + i + 2, ln, True))
         i += 2 + ln
-    out = telacd_alloc_record(LocationBatch, 4)
+    out = telacd_new_record(LocationBatch, 4)
     set_item(out, 0, PyLong_FromLong(batch_type))
     set_item(out, 1, u16obj(count))
-    positions = tuple(positions)
+    positions = PyList_AsTuple(positions)
     telacd_untrack(positions)
     set_item(out, 2, positions)
     set_item(out, 3, truncated)
-    telacd_untrack(out)
+    telacd_track_if_needed(out)
     return out
 
 
@@ -381,21 +490,36 @@ cdef object decode_body(unsigned int msg_id, const unsigned char* b, Py_ssize_t 
             return EMPTY
     elif msg_id == 0x0001 or msg_id == 0x8001:
         if n >= 5:
-            r = telacd_alloc_record(GeneralResponse, 3)
-            set_item(r, 0, u16obj(u16(b)))
+            r = telacd_new_record(GeneralResponse, 3)
+            set_item(r, 0, PyLong_FromLong(u16(b)))
             set_item(r, 1, u16obj(u16(b + 2)))
             set_item(r, 2, PyLong_FromLong(b[4]))
-            telacd_untrack(r)
-            return r
+            return r  # atomic fields: never tracked
     elif msg_id == 0x0201:
         if n < 30:
             raise TruncatedError(f"location query response: body has {n} bytes, needs 30")
-        r = telacd_alloc_record(LocationQueryResponse, 2)
-        set_item(r, 0, u16obj(u16(b)))
+        r = telacd_new_record(LocationQueryResponse, 2)
+        set_item(r, 0, PyLong_FromLong(u16(b)))
         set_item(r, 1, pull_location(b + 2, n - 2, True))
-        telacd_untrack(r)
+        telacd_track_if_needed(r)
         return r
-    return py_decode_body(msg_id, PyBytes_FromStringAndSize(<const char*>b, n), version)
+    elif msg_id == 0x0900 or msg_id == 0x8900:
+        if n >= 1:  # passthrough type, then the data (0xF0: the one-key service call)
+            r = telacd_new_record(Passthrough, 2)
+            set_item(r, 0, PyLong_FromLong(b[0]))
+            set_item(r, 1, PyBytes_FromStringAndSize(<const char*>(b + 1), n - 1))
+            return r
+    elif msg_id == 0x0102 and version is V2013:
+        # 2013: the whole body is the auth code (GBK)
+        r = telacd_new_record(Authenticate, 3)
+        set_item(r, 0, PyUnicode_Decode(<const char*>b, n, "gbk", "replace"))
+        set_item(r, 1, None)
+        set_item(r, 2, None)
+        return r
+    r = py_decode_body(msg_id, PyBytes_FromStringAndSize(<const char*>b, n), version)
+    if type(r) is not bytes:
+        telacd_untrack_deep(r, 0)
+    return r
 
 
 # ---------------------------------------------------------------------------
@@ -670,18 +794,18 @@ cdef class FrameDecoder:
             except Jt808ProtocolError as exc:
                 exc.header = Header(msg_id, attr, vobj, proto, phone, serial, total, index)
                 raise
-        msg = telacd_alloc_record(Message, 10)
+        msg = telacd_new_record(Message, 10)
         set_item(msg, 0, u16obj(msg_id))
         set_item(msg, 1, u16obj(attr))
         set_item(msg, 2, vobj)
         set_item(msg, 3, PyLong_FromLong(proto))
         set_item(msg, 4, phone)
-        set_item(msg, 5, u16obj(serial))
+        set_item(msg, 5, PyLong_FromLong(serial))
         set_item(msg, 6, u16obj(total))
         set_item(msg, 7, u16obj(index))
         set_item(msg, 8, PyLong_FromLong(faults))
         set_item(msg, 9, body)
-        telacd_untrack(msg)
+        telacd_track_if_tracked(msg, body)
         return msg
 
 
