@@ -3,7 +3,7 @@
 The public surface, all importable from this package:
 
 * codec (compiled or reference, see :mod:`.impl`): ``FrameDecoder``,
-  ``Splitter``, ``decode_frame``, ``encode_frame``, ``encode_general_response``,
+  ``Splitter``, ``decode_frame``, ``encode_frame``, ``encode_general_response``, ``encode_ack``,
   ``checksum``, ``escape``, ``unescape``, ``IMPLEMENTATION``;
 * records (:mod:`.messages`): ``Message``, ``Header``, ``Location`` and the body
   records, ``decode_body``, ``encode_body``, ``make_location``;
@@ -35,6 +35,7 @@ from .impl import (
     Splitter,
     checksum,
     decode_frame,
+    encode_ack,
     encode_frame,
     encode_general_response,
     escape,
@@ -119,6 +120,7 @@ __all__ = [
     "checksum",
     "decode_body",
     "decode_frame",
+    "encode_ack",
     "encode_body",
     "encode_frame",
     "encode_general_response",

@@ -29,6 +29,9 @@ cdef class FrameDecoder:
     cdef unsigned char _phone_raw[10]
     cdef int _phone_len
     cdef object _phone_str
+    cdef unsigned int _last_id
+    cdef unsigned int _last_attr
+    cdef readonly Py_ssize_t wrapped
 
     cdef object _decode(self, const unsigned char* content, Py_ssize_t n)
     cdef object _phone(self, const unsigned char* p, int n)

@@ -646,6 +646,7 @@ cdef class FrameDecoder:
         self._pending = b""
         self._phone_len = 0
         self._phone_str = None
+        self.wrapped = 0
 
     @property
     def profile(self):
@@ -664,13 +665,17 @@ cdef class FrameDecoder:
     def pending(self):
         return self._pending
 
-    def feed(self, data):
-        """Decode every frame ``data`` completes.
+    def feed(self, data, wrap=None):
+        """Decode every frame ``data`` completes. See codec.FrameDecoder.feed.
 
         Returns Messages and Jt808ProtocolError instances (not raised) in stream
-        order; bytes of an incomplete frame are kept for the next call.
+        order; bytes of an incomplete frame are kept for the next call. With
+        ``wrap`` (a one-field record class), plain 0x0200 reports come back as
+        ``wrap(message)``, counted in ``wrapped``.
         """
         cdef bytes buf
+        cdef object msg, r
+        cdef Py_ssize_t wrapped = 0
         if self._pending:
             buf = self._pending + bytes(data)
         elif type(data) is bytes:
@@ -685,6 +690,7 @@ cdef class FrameDecoder:
             q = <const unsigned char*>memchr(p + i, 0x7E, n - i)
             if q == NULL:
                 self._pending = b""
+                self.wrapped = wrapped
                 return out
             s = q - p
             q = <const unsigned char*>memchr(p + s + 1, 0x7E, n - s - 1)
@@ -694,6 +700,7 @@ cdef class FrameDecoder:
                     i = s + mx
                     continue
                 self._pending = buf[s:]
+                self.wrapped = wrapped
                 return out
             e = q - p
             if e - s >= mx:
@@ -704,9 +711,18 @@ cdef class FrameDecoder:
                 i = e
                 continue
             try:
-                out.append(self._decode(p + s + 1, e - s - 1))
+                msg = self._decode(p + s + 1, e - s - 1)
             except Jt808ProtocolError as exc:
                 out.append(exc)
+            else:
+                if wrap is not None and self._last_id == 0x0200 and not self._last_attr & 0x3C00:
+                    r = telacd_new_record(wrap, 1)
+                    set_item(r, 0, msg)
+                    telacd_track_if_tracked(r, msg)
+                    out.append(r)
+                    wrapped += 1
+                else:
+                    out.append(msg)
             i = e + 1
 
     cdef object _phone(self, const unsigned char* p, int n):
@@ -743,6 +759,8 @@ cdef class FrameDecoder:
             raise HeaderShortError(f"{ulen} bytes, a header and checksum need at least 13")
         msg_id = u16(u)
         attr = u16(u + 2)
+        self._last_id = msg_id
+        self._last_attr = attr
         body_len = attr & 0x3FF
         extra = 4 if attr & 0x2000 else 0
         version = self._force_layout
@@ -922,16 +940,38 @@ def encode_frame(msg_id, body, phone, serial, version=2013, proto_version=1,
                        pkg_total, pkg_index, encrypt)
 
 
-def encode_general_response(phone, int version, int proto_version, serial, reply_serial,
-                            reply_id, result, msg_id=0x8001):
-    """A 0x8001 (or, with msg_id=0x0001, 0x0001) general response frame: the gateway's ack path."""
+def encode_general_response(phone, int version, int proto_version, long serial, long reply_serial,
+                            long reply_id, long result, long msg_id=0x8001):
+    """A 0x8001 (or, with msg_id=0x0001, 0x0001) general response frame. See codec."""
+    return general_response(phone, version, proto_version, serial, reply_serial, reply_id, result, msg_id)
+
+
+cdef bytes general_response(object phone, int version, int proto_version, long serial, long reply_serial,
+                            long reply_id, long result, long msg_id):
     cdef unsigned char body[5]
     if not (0 <= reply_serial <= 0xFFFF and 0 <= reply_id <= 0xFFFF and 0 <= result <= 0xFF):
         raise Jt808LocalError("reply_serial, reply_id or result out of range")
-    check_header_fields(msg_id, serial, proto_version, 0, 0, 0)
+    if not (0 <= msg_id <= 0xFFFF and 0 <= serial <= 0xFFFF and 0 <= proto_version <= 0xFF):
+        raise Jt808LocalError("a header field is out of range")
     body[0] = reply_serial >> 8
     body[1] = reply_serial & 0xFF
     body[2] = reply_id >> 8
     body[3] = reply_id & 0xFF
     body[4] = <unsigned char>result
     return build_frame(msg_id, body, 5, phone, serial, version, proto_version, 0, 0, 0)
+
+
+def encode_ack(event, long serial, long result=0, long msg_id=0x8001):
+    """The general response to a Message, or to an event holding one. See codec.encode_ack.
+
+    The gateway's per-frame acknowledgement: the fields are read from the
+    record in C, without Python attribute lookups.
+    """
+    cdef object msg = event
+    if type(msg) is not Message:
+        if isinstance(msg, tuple) and len(<tuple>msg) and type((<tuple>msg)[0]) is Message:
+            msg = (<tuple>msg)[0]
+        else:
+            msg = event.message
+    cdef tuple t = <tuple>msg
+    return general_response(t[4], t[2], t[3], serial, t[5], t[0], result, msg_id)

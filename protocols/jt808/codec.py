@@ -219,30 +219,45 @@ class FrameDecoder:
     header layout; ``max_buffer`` bounds the bytes held for an incomplete frame.
     """
 
-    __slots__ = ("_pending", "max_buffer", "profile")
+    __slots__ = ("_pending", "max_buffer", "profile", "wrapped")
 
     def __init__(self, profile: DeviceProfile | None = None, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
         self.profile = DEFAULT_PROFILE if profile is None else profile
         self.max_buffer = _check_max_buffer(max_buffer)
         self._pending = b""
+        self.wrapped = 0
 
-    def feed(self, data: bytes) -> list[Any]:
+    def feed(self, data: bytes, wrap: Any = None) -> list[Any]:
         """Decode every frame ``data`` completes.
 
         Returns Messages and :class:`Jt808ProtocolError` instances (not raised)
         in stream order. Bytes of an incomplete frame are kept for the next call.
+
+        ``wrap``, a record class with one field, is the connection's hot path:
+        plain 0x0200 reports (neither subpackaged nor encrypted) come back as
+        ``wrap(message)`` (e.g. LocationReported events), and ``wrapped`` says
+        how many did, so a caller whose whole batch was wrapped has no
+        per-frame work left to do in Python.
         """
         frames, self._pending = _split(data, self._pending, self.max_buffer)
         out: list[Any] = []
         profile = self.profile
+        wrapped = 0
         for f in frames:
             if type(f) is bytes:
                 try:
-                    out.append(_decode_content(f[1:-1], profile))
+                    msg = _decode_content(f[1:-1], profile)
                 except Jt808ProtocolError as exc:
                     out.append(exc)
+                    continue
+                if wrap is not None and msg.msg_id == 0x0200 and not msg.attr & 0x3C00:
+                    out.append(tuple.__new__(wrap, (msg,)))
+                    wrapped += 1
+                else:
+                    out.append(msg)
             else:
                 out.append(f)
+        self.wrapped = wrapped
         return out
 
     @property
@@ -333,3 +348,17 @@ def encode_general_response(
         raise Jt808LocalError("reply_serial, reply_id or result out of range")
     body = bytes((reply_serial >> 8, reply_serial & 0xFF, reply_id >> 8, reply_id & 0xFF, result))
     return encode_frame(msg_id, body, phone, serial, version, proto_version)
+
+
+def encode_ack(event: Any, serial: int, result: int = 0, msg_id: int = 0x8001) -> bytes:
+    """The general response (0x8001; 0x0001 from a terminal) to a Message or an event holding one,
+    echoing its phone, header layout, serial and id; ``serial`` is the sender's own counter."""
+    if type(event) is Message:
+        msg = event
+    elif isinstance(event, tuple) and event and type(event[0]) is Message:
+        msg = event[0]
+    else:
+        msg = event.message
+    return encode_general_response(
+        msg.phone, msg.version, msg.proto_version, serial, msg.serial, msg.msg_id, result, msg_id
+    )

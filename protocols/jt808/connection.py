@@ -148,7 +148,7 @@ _DATA_EVENT: dict[int, type] = {
     ids.MSG_MEDIA_DATA: ev.MediaReceived,
     ids.MSG_UPLINK_PASSTHROUGH: ev.PassthroughReceived,
 }
-_new = tuple.__new__  # build NamedTuple events without the generated __new__ (per-frame cost)
+_new = tuple.__new__  # build NamedTuple events without the generated __new__
 _LOCATION_REPORTED = ev.LocationReported
 _RESULT_OK = 0
 _RESULT_FAILURE = int(ids.Result.FAILURE)
@@ -175,6 +175,7 @@ class Connection:
         "_codec",
         "_deadline",
         "_decoder",
+        "_encode_ack",
         "_encode_gr",
         "_reasm",
         "_reasm_args",
@@ -224,6 +225,7 @@ class Connection:
         self._codec = codec
         self._decoder = codec.FrameDecoder(profile, max_buffer)
         self._encode_gr = codec.encode_general_response
+        self._encode_ack = codec.encode_ack
         self._serial = 0
         self._deadline: float | None = None
         self._reasm: Reassembler | None = None  # created on the first subpackaged message
@@ -285,12 +287,9 @@ class Connection:
     def ack(self, event: Any, result: int = 0) -> bytes:
         """The general response to an event's message (or to a Message): 0x8001 from the
         platform, 0x0001 from the terminal, echoing its phone, layout, serial and id."""
-        msg = event if type(event) is Message else event.message
         s = self._serial
         self._serial = (s + 1) & 0xFFFF
-        return self._encode_gr(
-            msg.phone, msg.version, msg.proto_version, s, msg.serial, msg.msg_id, result, self._ack_id
-        )
+        return self._encode_ack(event, s, result, self._ack_id)
 
     def authorize(self) -> None:
         """Accept this terminal without (further) authentication: data flows from now on."""
@@ -309,19 +308,25 @@ class Connection:
             self._deadline = now + self.idle_timeout
         if not data:
             return self._eof()
-        out: list[Any] = []
         platform = self._transitions is PLATFORM_TRANSITIONS
-        online = self.state is ONLINE
-        for msg in self._decoder.feed(data):
-            if type(msg) is not Message:
+        # The hot path: an online platform's location reports come out of the
+        # decoder already wrapped as LocationReported; if that is all the batch
+        # holds, there is nothing left to do per frame in Python.
+        dec = self._decoder
+        decoded = dec.feed(data, _LOCATION_REPORTED if platform and self.state is ONLINE else None)
+        if dec.wrapped == len(decoded):
+            return decoded
+        out: list[Any] = []
+        for msg in decoded:
+            t = type(msg)
+            if t is _LOCATION_REPORTED:
+                out.append(msg)
+            elif t is not Message:
                 out.append(self._rejected(msg))
-            elif msg.msg_id == 0x0200 and online and platform and not msg.attr & 0x3C00:
-                out.append(_new(_LOCATION_REPORTED, (msg,)))  # the hot path, first
             elif msg.attr & 0x2000:
                 self._on_packet(msg, now, out)
             elif platform:
                 out.append(self._platform_event(msg))
-                online = self.state is ONLINE
             else:
                 out.append(self._terminal_event(msg))
         return out

@@ -29,6 +29,7 @@ NAMES = (
     "decode_frame",
     "encode_frame",
     "encode_general_response",
+    "encode_ack",
 )
 
 FORCE_PURE = os.environ.get("TELACD_PURE_PYTHON", "") not in ("", "0")
@@ -51,6 +52,7 @@ FrameDecoder = _chosen.FrameDecoder
 decode_frame = _chosen.decode_frame
 encode_frame = _chosen.encode_frame
 encode_general_response = _chosen.encode_general_response
+encode_ack = _chosen.encode_ack
 
 
 def implementations() -> dict[str, ModuleType]:

@@ -23,6 +23,7 @@ devices pad on the left with ASCII '0', which is kept as sent; times are
 
 from __future__ import annotations
 
+import struct
 from typing import Any, NamedTuple
 
 from . import ids
@@ -448,6 +449,8 @@ def phone_bcd(phone: str | bytes, version: int) -> bytes:
 # ---------------------------------------------------------------------------
 # location (0x0200) — the hot path; the compiled module has its own copy of this logic
 
+_BASIC = struct.Struct(">IIIIHHH")
+
 # standard additional items with a fixed length (JT/T 808-2013 table 27, 2019 additions,
 # JT/T 1078 0x14-0x18); a different length means vendor use and the value stays raw
 ITEM_UINT_SIZES: dict[int, int] = {
@@ -540,9 +543,11 @@ def pull_location(b: bytes, i: int = 0, end: int | None = None, items: bool = Tr
         end = len(b)
     if end - i < 28:
         raise TruncatedError(f"location: {end - i} bytes, the basic block needs 28")
-    status = _u32(b, i + 4)
-    lat = _u32(b, i + 8) / 1000000.0
-    lon = _u32(b, i + 12) / 1000000.0
+    # alarm flags, status, latitude, longitude (1e-6 degrees), altitude (m),
+    # speed (1/10 km/h), direction (0-359 from north); then BCD[6] time
+    alarm, status, lat_raw, lon_raw, altitude, speed, direction = _BASIC.unpack_from(b, i)
+    lat = lat_raw / 1000000.0
+    lon = lon_raw / 1000000.0
     if status & 4:  # status bit 2: south latitude
         lat = -lat
     if status & 8:  # status bit 3: west longitude
@@ -552,13 +557,13 @@ def pull_location(b: bytes, i: int = 0, end: int | None = None, items: bool = Tr
     else:
         item_ids, values, ok = b"", (), True
     return Location(
-        _u32(b, i),  # alarm flags
+        alarm,
         status,
         lat,
         lon,
-        _u16(b, i + 16),  # altitude, m
-        _u16(b, i + 18) / 10.0,  # speed, 1/10 km/h
-        _u16(b, i + 20),  # direction, 0-359 from north
+        altitude,
+        speed / 10.0,
+        direction,
         bcd_time(b, i + 22),
         item_ids,
         values,

@@ -306,3 +306,27 @@ def test_encrypted_flag_reported_not_decrypted(codec):
     msg = codec.decode_frame(hexb(ENCRYPTED))
     assert msg.encrypt == 1
     assert msg.body == bytes(range(0x10, 0x20))
+
+
+def test_wrap_location_reports(codec):
+    # the connection's hot path: plain 0x0200 reports come back wrapped in a one-field record
+    from protocols.jt808.events import LocationReported
+
+    loc = m.push_location(m.make_location(1.0, 2.0, device_time=None))
+    data = (
+        codec.encode_frame(0x0200, loc, "013812345678", 1)
+        + hexb(HEARTBEATS[0][0])
+        + codec.encode_frame(0x0200, loc, "013812345678", 2, encrypt=1)  # encrypted: not wrapped
+        + codec.encode_frame(0x0200, loc, "013812345678", 3)
+    )
+    plain = codec.FrameDecoder().feed(data)
+    dec = codec.FrameDecoder()
+    wrapped = dec.feed(data, LocationReported)
+    assert dec.wrapped == 2
+    assert [type(x) for x in wrapped] == [LocationReported, m.Message, m.Message, LocationReported]
+    assert [x.message if type(x) is LocationReported else x for x in wrapped] == plain
+    assert (
+        codec.encode_ack(wrapped[0], 9)
+        == codec.encode_ack(plain[0], 9)
+        == codec.encode_general_response("013812345678", 2013, 0, 9, 1, 0x0200, 0)
+    )
