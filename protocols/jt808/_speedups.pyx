@@ -363,7 +363,7 @@ cdef object item_value(unsigned int item_id, const unsigned char* p, Py_ssize_t 
             if size == 4:
                 return PyLong_FromUnsignedLong(u32(p))
             if size == 2:
-                return PyLong_FromLong(u16(p))
+                return u16obj(u16(p))
             return PyLong_FromLong(p[0])
     elif item_id == 0x06 and n == 2:  # cabin temperature, sign-magnitude
         mag = (<unsigned int>(p[0] & 0x7F)) << 8 | p[1]
@@ -434,7 +434,7 @@ cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items)
     set_item(loc, 1, u32obj(status))
     set_item(loc, 2, PyFloat_FromDouble(lat))
     set_item(loc, 3, PyFloat_FromDouble(lon))
-    set_item(loc, 4, PyLong_FromLong(u16(b + 16)))  # altitude, m
+    set_item(loc, 4, u16obj(u16(b + 16)))  # altitude, m
     set_item(loc, 5, PyFloat_FromDouble(u16(b + 18) / 10.0))  # speed, 1/10 km/h
     set_item(loc, 6, u16obj(u16(b + 20)))  # direction
     set_item(loc, 7, bcd_time(b + 22))
