@@ -15,8 +15,17 @@ One run measures, on the same rows and the same server:
   laid out like the store's. It splits the gap into what the layout costs
   (the index) and what the store's machinery costs.
 
-Each round uses fresh tables; rounds alternate which path goes first, and the
-figures are the medians over rounds. ``ratio`` = store / bare (target ≥ 0.5).
+Each round uses fresh tables; rounds alternate which path goes first. The
+rates are medians over rounds, and ``ratio`` = store / bare of those medians
+(target ≥ 0.5); ``ratios_per_round`` shows the pairs measured side by side.
+
+On a shared machine the wall-clock ratio moves with how many cores other
+work leaves idle: the store overlaps two COPYs and needs a spare core to
+gain from it. So when the server runs on this host and its processes are
+readable, ``cpu_us_per_row`` also gives the CPU time each path spends per row
+(this process, and the server backends that did the work, read from
+/proc/PID/stat). That figure does not move with the neighbours' load.
+
 Progress goes to stderr; ``--json`` prints one JSON object on stdout.
 """
 
@@ -37,12 +46,12 @@ DEFAULT_DSN = os.environ.get("TELACD_TEST_PG", "postgresql://postgres@127.0.0.1:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--rows", type=int, default=200_000, help="rows per path per round (default 200000)")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows per path per round (default 100000)")
     parser.add_argument("--dsn", default=DEFAULT_DSN, help=f"PostgreSQL to write to (default {DEFAULT_DSN})")
     parser.add_argument("--batch", type=int, default=2000, help="rows per COPY (the store's location_batch)")
     parser.add_argument("--chunk", type=int, default=1, help="rows per add_locations call (default 1)")
     parser.add_argument("--vehicles", type=int, default=10_000, help="distinct phones in the rows")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds in this run; medians are reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds in this run; medians are reported")
     parser.add_argument("--pool-size", type=int, default=4, help="the store's pool_size")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop")
 
@@ -77,23 +86,75 @@ def make_rows(n: int, vehicles: int, seed: int = 808) -> list[tuple]:
     return rows
 
 
-async def _bare_loop(conn, table: str, rows: list[tuple], batch: int) -> float:
+# -- CPU accounting -----------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process on this host, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _CpuMeter:
+    """CPU time of this process and of some server backends between start() and stop().
+
+    Backends are found by application name at both ends, so connections the
+    pool opens during the run are counted (from zero).
+    """
+
+    def __init__(self, monitor, application_name: str) -> None:
+        self.monitor, self.app = monitor, application_name
+
+    async def _backends(self) -> list[int]:
+        sql = "SELECT pid FROM pg_stat_activity WHERE application_name = $1"
+        return [r[0] for r in await self.monitor.fetch(sql, self.app)]
+
+    async def start(self) -> None:
+        self.before = {pid: _cpu_seconds(pid) for pid in await self._backends()}
+        self.client0 = time.process_time()
+
+    async def stop(self, rows: int) -> dict | None:
+        client = time.process_time() - self.client0
+        server = 0.0
+        for pid in await self._backends():
+            now, then = _cpu_seconds(pid), self.before.get(pid, 0.0)
+            if now is None or then is None:
+                return None  # the server is elsewhere, or its processes are not ours to read
+            server += now - then
+        return {"client": round(client / rows * 1e6, 2), "server": round(server / rows * 1e6, 2)}
+
+
+def _with_app(url: str, app: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}application_name={app}"
+
+
+# -- the three paths ------------------------------------------------------------------------
+
+
+async def _bare_loop(conn, table: str, rows: list[tuple], batch: int, meter: _CpuMeter) -> tuple[float, dict]:
     from gateway.store.base import LOCATION_COLUMNS
 
+    await meter.start()
     t0 = time.perf_counter()
     for i in range(0, len(rows), batch):
         await conn.copy_records_to_table(table, records=rows[i : i + batch], columns=LOCATION_COLUMNS)
-    return len(rows) / (time.perf_counter() - t0)
+    rate = len(rows) / (time.perf_counter() - t0)
+    return rate, await meter.stop(len(rows))
 
 
-async def _store_path(url: str, rows: list[tuple], args: argparse.Namespace) -> tuple[float, dict]:
+async def _store_path(url: str, rows: list[tuple], args: argparse.Namespace, meter: _CpuMeter):
     from gateway.store.postgres import PostgresStore
 
-    store = PostgresStore(url, location_batch=args.batch, pool_size=args.pool_size)
+    store = PostgresStore(_with_app(url, meter.app), location_batch=args.batch, pool_size=args.pool_size)
     await store.open()
     try:
         limit = 200_000 - args.chunk  # the default location_queue_max, less one call
         chunk, yield_every = args.chunk, max(1, args.batch // args.chunk)
+        await meter.start()
         t0 = time.perf_counter()
         for k, i in enumerate(range(0, len(rows), chunk)):
             store.add_locations(rows[i : i + chunk])
@@ -103,18 +164,42 @@ async def _store_path(url: str, rows: list[tuple], args: argparse.Namespace) -> 
                     await asyncio.sleep(0.001)
         await store.flush_locations()
         rate = len(rows) / (time.perf_counter() - t0)
+        cpu = await meter.stop(len(rows))
         s = store.stats
-        info = {
-            "writers": store._n_loc_writers,
-            "shed": s.shed,
-            "errors": s.errors,
-            "written": s.location_rows,
-        }
+        clean = s.location_rows == len(rows) and not s.shed and not s.errors
+        writers = store._n_loc_writers
+        detail = f"written {s.location_rows}, shed {s.shed}, errors {s.errors} ({s.last_error})"
     finally:
         await store.close()
-    if info["written"] != len(rows) or info["shed"] or info["errors"]:
-        raise RuntimeError(f"the store did not write every row cleanly: {info}")
-    return rate, info
+    if not clean:
+        raise RuntimeError(f"the store did not write every row cleanly: {detail}")
+    return rate, cpu, writers
+
+
+async def _prepare_scratch(conn, rows: list[tuple]) -> None:
+    from gateway.store.migrations import POSTGRES_MIGRATIONS, apply_postgres
+
+    await apply_postgres(conn, POSTGRES_MIGRATIONS)  # gives the scratch tables the store's columns
+    await conn.execute("CREATE TABLE bare_locations (LIKE locations)")
+    # what the store writes through, minus the store: same layout, bare loop
+    await conn.execute(
+        "CREATE TABLE layout_locations (LIKE locations) PARTITION BY RANGE (t);"
+        "CREATE INDEX ON layout_locations (phone, t);"
+        "CREATE TABLE layout_other PARTITION OF layout_locations DEFAULT"
+    )
+    for d in range(int(rows[0][1] // 86400), int(rows[-1][1] // 86400) + 2):
+        await conn.execute(
+            f"CREATE TABLE layout_{d} PARTITION OF layout_locations "
+            f"FOR VALUES FROM ({d * 86400.0}) TO ({(d + 1) * 86400.0})"
+        )
+
+
+def _median_cpu(samples: list[dict | None]) -> dict | None:
+    if not samples or any(s is None for s in samples):
+        return None
+    client = statistics.median(s["client"] for s in samples)
+    server = statistics.median(s["server"] for s in samples)
+    return {"client": client, "server": server, "total": round(client + server, 2)}
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -124,69 +209,68 @@ async def run(args: argparse.Namespace) -> dict:
 
     _progress(f"generating {args.rows} rows for {args.vehicles} vehicles")
     rows = make_rows(args.rows, args.vehicles)
-    bare, store, layout, info = [], [], [], {}
-    for r in range(args.rounds):
-        url = await fresh_schema_url(args.dsn, prefix="telacd_bench")
-        try:
-            # the store's schema gives both scratch tables their columns (and one its layout)
-            schema = parse_postgres_url(url)[1]
+    dsn = parse_postgres_url(args.dsn)[0]
+    rate: dict[str, list[float]] = {"bare": [], "store": [], "layout": []}
+    cpu: dict[str, list] = {"bare": [], "store": [], "layout": []}
+    writers = None
+    app = f"telacd-bench-{os.getpid()}"
+    monitor = await asyncpg.connect(dsn)
+    try:
+        for r in range(args.rounds):
+            scratch_url = await fresh_schema_url(args.dsn, prefix="telacd_bench")
             store_url = await fresh_schema_url(args.dsn, prefix="telacd_bench")
             try:
-                dsn = parse_postgres_url(args.dsn)[0]
-                conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+                schema = parse_postgres_url(scratch_url)[1]
+                conn = await asyncpg.connect(
+                    dsn, server_settings={"search_path": f'"{schema}"', "application_name": f"{app}-bare"}
+                )
                 try:
-                    from gateway.store.migrations import POSTGRES_MIGRATIONS, apply_postgres
-
-                    await apply_postgres(conn, POSTGRES_MIGRATIONS)
-                    await conn.execute("CREATE TABLE bare_locations (LIKE locations)")
-                    # what the store writes through, minus the store: same layout, bare loop
-                    await conn.execute(
-                        "CREATE TABLE layout_locations (LIKE locations) PARTITION BY RANGE (t);"
-                        "CREATE INDEX ON layout_locations (phone, t);"
-                        "CREATE TABLE layout_other PARTITION OF layout_locations DEFAULT"
-                    )
-                    day = int(rows[0][1] // 86400)
-                    for d in range(day, int(rows[-1][1] // 86400) + 2):
-                        await conn.execute(
-                            f"CREATE TABLE layout_{d} PARTITION OF layout_locations "
-                            f"FOR VALUES FROM ({d * 86400.0}) TO ({(d + 1) * 86400.0})"
-                        )
+                    await _prepare_scratch(conn, rows)
+                    bare_meter = _CpuMeter(monitor, f"{app}-bare")
                     order = ("bare", "store", "layout") if r % 2 == 0 else ("store", "bare", "layout")
                     for path in order:
-                        if path == "bare":
-                            bare.append(await _bare_loop(conn, "bare_locations", rows, args.batch))
-                        elif path == "layout":
-                            layout.append(await _bare_loop(conn, "layout_locations", rows, args.batch))
+                        if path == "store":
+                            x, c, writers = await _store_path(store_url, rows, args, _CpuMeter(monitor, app))
                         else:
-                            rate, info = await _store_path(store_url, rows, args)
-                            store.append(rate)
+                            table = "bare_locations" if path == "bare" else "layout_locations"
+                            x, c = await _bare_loop(conn, table, rows, args.batch, bare_meter)
+                        rate[path].append(x)
+                        cpu[path].append(c)
                 finally:
                     await conn.close()
             finally:
                 await drop_schema_url(store_url)
-        finally:
-            await drop_schema_url(url)
-        _progress(
-            f"round {r + 1}/{args.rounds}: bare {bare[-1]:,.0f} rows/s, store {store[-1]:,.0f} rows/s "
-            f"(ratio {store[-1] / bare[-1]:.2f}), bare into the store's layout {layout[-1]:,.0f} rows/s"
-        )
-    b, s, lay = statistics.median(bare), statistics.median(store), statistics.median(layout)
-    return {
+                await drop_schema_url(scratch_url)
+            _progress(
+                f"round {r + 1}/{args.rounds}: bare {rate['bare'][-1]:,.0f} rows/s, "
+                f"store {rate['store'][-1]:,.0f} rows/s (ratio {rate['store'][-1] / rate['bare'][-1]:.2f}), "
+                f"bare into the store's layout {rate['layout'][-1]:,.0f} rows/s"
+            )
+    finally:
+        await monitor.close()
+    b, s, lay = (statistics.median(rate[k]) for k in ("bare", "store", "layout"))
+    cpu_rows = {k: _median_cpu(v) for k, v in cpu.items()}
+    result = {
         "bare_copy_rows_per_s": round(b),
         "store_rows_per_s": round(s),
         "ratio": round(s / b, 3),
         "batch": args.batch,
         "bare_copy_same_layout_rows_per_s": round(lay),
         "store_vs_same_layout": round(s / lay, 3),
+        "ratios_per_round": [round(x / y, 3) for x, y in zip(rate["store"], rate["bare"])],
+        "cpu_us_per_row": cpu_rows if all(cpu_rows.values()) else None,
         "rows": args.rows,
         "rounds": args.rounds,
         "chunk": args.chunk,
         "vehicles": args.vehicles,
-        "store_writers": info.get("writers"),
+        "store_writers": writers,
         "pool_size": args.pool_size,
         "loop": args.loop,
-        "ratios_per_round": [round(x / y, 3) for x, y in zip(store, bare)],
     }
+    if result["cpu_us_per_row"]:
+        # CPU spent per row on the bare loop / on the store path: the ratio with no idle core to use
+        result["cpu_ratio"] = round(cpu_rows["bare"]["total"] / cpu_rows["store"]["total"], 3)
+    return result
 
 
 def main(args: argparse.Namespace) -> int:
@@ -196,25 +280,23 @@ def main(args: argparse.Namespace) -> int:
         runner = uvloop.run
     else:
         runner = asyncio.run
+    from gateway.store import StoreError
+
     try:
         result = runner(run(args))
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, StoreError) as e:
         print(f"telacd bench store: {e}", file=sys.stderr)
         return 1
-    except Exception as e:
-        from gateway.store import StoreError
-
-        if isinstance(e, StoreError):
-            print(f"telacd bench store: {e}", file=sys.stderr)
-            return 1
-        raise
     if args.json:
         print(orjson.dumps(result).decode())
     else:
         print(
-            f"bare COPY loop        {result['bare_copy_rows_per_s']:>12,} rows/s\n"
-            f"store (add_locations) {result['store_rows_per_s']:>12,} rows/s   ratio {result['ratio']:.2f}\n"
-            f"bare COPY, same layout{result['bare_copy_same_layout_rows_per_s']:>12,} rows/s\n"
+            f"bare COPY loop          {result['bare_copy_rows_per_s']:>10,} rows/s\n"
+            f"store (add_locations)   {result['store_rows_per_s']:>10,} rows/s   ratio {result['ratio']:.2f}\n"
+            f"bare COPY, same layout  {result['bare_copy_same_layout_rows_per_s']:>10,} rows/s\n"
             f"(batch {result['batch']}, {result['rows']} rows x {result['rounds']} rounds, medians)"
         )
+        if result["cpu_us_per_row"]:
+            for k, v in result["cpu_us_per_row"].items():
+                print(f"cpu per row, {k:<7} client {v['client']:.2f} us + server {v['server']:.2f} us")
     return 0

