@@ -33,7 +33,7 @@ from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_Decode
 from libc.stdint cimport uint8_t, uint64_t
 from libc.stdlib cimport realloc
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 from . import messages as _m
 from .bits import DEFAULT_PROFILE
@@ -975,3 +975,146 @@ def encode_ack(event, long serial, long result=0, long msg_id=0x8001):
             msg = event.message
     cdef tuple t = <tuple>msg
     return general_response(t[4], t[2], t[3], serial, t[5], t[0], result, msg_id)
+
+
+# ---------------------------------------------------------------------------
+# the terminal side's hot path: a location report body (what the bench fleet
+# sends by the hundred thousand)
+
+cdef object py_push_item = _m.push_item
+cdef object py_push_location = _m.push_location
+
+cdef extern from "math.h":
+    double nearbyint(double x) nogil  # half to even in the default rounding mode, like round()
+    double fabs(double x) nogil
+
+
+cdef unsigned long long uint_field(object v, unsigned long long top, str what) except? 0xFFFFFFFFFFFFFFFF:
+    if type(v) is not int and not isinstance(v, int):
+        raise Jt808LocalError(f"{what}: {v!r} is not an int")
+    if v < 0 or v > top:
+        raise Jt808LocalError(f"{what}: {v} out of range")
+    return <unsigned long long>v
+
+
+cdef unsigned long long rounded(double x, unsigned long long top, str what) except? 0xFFFFFFFFFFFFFFFF:
+    cdef double r = nearbyint(x)
+    if not (r >= 0.0 and r <= <double>top):  # also rejects NaN
+        raise Jt808LocalError(f"{what}: {x} out of range")
+    return <unsigned long long>r
+
+
+cdef inline void put_u32(unsigned char* d, unsigned long long v) noexcept:
+    d[0] = (v >> 24) & 0xFF
+    d[1] = (v >> 16) & 0xFF
+    d[2] = (v >> 8) & 0xFF
+    d[3] = v & 0xFF
+
+
+cdef int put_bcd_time(unsigned char* d, object t) except -1:
+    """messages.push_bcd_time: zone-naive epoch seconds -> BCD[6] (None -> zeros)."""
+    cdef long long secs, days, z, era, doe, yoe, y, doy, mp, dd, mm, v
+    cdef long long parts[6]
+    cdef int k
+    if t is None:
+        memset(d, 0, 6)
+        return 0
+    if not (946684800 <= t < 4102444800):  # 2000-01-01 .. 2099-12-31
+        raise Jt808LocalError(f"time {t} cannot be sent as BCD YY (years 2000-2099)")
+    secs = t
+    days = secs // 86400
+    secs -= days * 86400
+    # civil_from_days (H. Hinnant), all values positive here
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    dd = doy - (153 * mp + 2) // 5 + 1
+    mm = mp + 3 if mp < 10 else mp - 9
+    if mm <= 2:
+        y += 1
+    parts[0] = y - 2000
+    parts[1] = mm
+    parts[2] = dd
+    parts[3] = secs // 3600
+    parts[4] = secs // 60 % 60
+    parts[5] = secs % 60
+    for k in range(6):
+        v = parts[k]
+        d[k] = <unsigned char>((v // 10) << 4 | v % 10)
+    return 0
+
+
+def encode_location(loc):
+    """A 0x0200 body from a Location (messages.push_location, compiled for the terminal side)."""
+    cdef tuple t
+    cdef unsigned char head[28]
+    cdef unsigned long long status
+    cdef double lat, lon
+    cdef bytes ids
+    cdef tuple values
+    cdef Py_ssize_t k, count
+    cdef unsigned int item_id, size
+    cdef bytearray out
+    cdef unsigned char item[6]
+    cdef long long iv
+    if type(loc) is not Location:
+        return py_push_location(loc)
+    t = <tuple>loc
+    if type(t[8]) is not bytes or type(t[9]) is not tuple or type(t[2]) is not float or type(t[3]) is not float:
+        return py_push_location(loc)  # unusual field types: the reference says what is wrong
+    lat = t[2]
+    lon = t[3]
+    status = uint_field(t[1], 0xFFFFFFFF, "status")
+    # the sign of lat/lon is carried by status bits 2/3; a negative value sets them
+    if lat < 0:
+        status |= 4
+    if lon < 0:
+        status |= 8
+    put_u32(head, uint_field(t[0], 0xFFFFFFFF, "alarm"))
+    put_u32(head + 4, status)
+    put_u32(head + 8, rounded(fabs(lat) * 1000000, 0xFFFFFFFF, "lat"))
+    put_u32(head + 12, rounded(fabs(lon) * 1000000, 0xFFFFFFFF, "lon"))
+    iv = uint_field(t[4], 0xFFFF, "altitude")
+    head[16] = iv >> 8
+    head[17] = iv & 0xFF
+    iv = rounded(<double>t[5] * 10, 0xFFFF, "speed_kmh")
+    head[18] = iv >> 8
+    head[19] = iv & 0xFF
+    iv = uint_field(t[6], 0xFFFF, "direction")
+    head[20] = iv >> 8
+    head[21] = iv & 0xFF
+    put_bcd_time(head + 22, t[7])
+    ids = <bytes>t[8]
+    values = <tuple>t[9]
+    count = min(PyBytes_GET_SIZE(ids), len(values))
+    if count == 0:
+        return PyBytes_FromStringAndSize(<const char*>head, 28)
+    out = bytearray(PyBytes_FromStringAndSize(<const char*>head, 28))
+    for k in range(count):
+        item_id = <unsigned char>PyBytes_AS_STRING(ids)[k]
+        value = values[k]
+        size = ITEM_UINT[item_id]
+        if type(value) is int and (size or item_id == 0x06):
+            iv = value if -0x8000000000000000 < value < 0x7FFFFFFFFFFFFFFF else -1
+            if item_id == 0x06:
+                iv = (0x8000 | -iv) if iv < 0 else iv  # sign-magnitude cabin temperature
+                size = 2
+            if iv < 0 or (size < 4 and iv >> (8 * size)) or iv > 0xFFFFFFFF:
+                raise Jt808LocalError(f"item 0x{item_id:02x}: {value} out of range")
+            item[0] = item_id
+            item[1] = size
+            if size == 4:
+                put_u32(item + 2, iv)
+            elif size == 2:
+                item[2] = iv >> 8
+                item[3] = iv & 0xFF
+            else:
+                item[2] = iv & 0xFF
+            out += PyBytes_FromStringAndSize(<const char*>item, 2 + size)
+        else:
+            out += py_push_item(item_id, value)
+    return bytes(out)

@@ -350,6 +350,14 @@ def encode_general_response(
     return encode_frame(msg_id, body, phone, serial, version, proto_version)
 
 
+def encode_location(loc: m.Location) -> bytes:
+    """A 0x0200 body from a Location (:func:`messages.push_location`); misuse is a Jt808LocalError."""
+    try:
+        return m.push_location(loc)
+    except (OverflowError, ValueError) as exc:
+        raise Jt808LocalError(f"location: {exc}") from None
+
+
 def encode_ack(event: Any, serial: int, result: int = 0, msg_id: int = 0x8001) -> bytes:
     """The general response (0x8001; 0x0001 from a terminal) to a Message or an event holding one,
     echoing its phone, header layout, serial and id; ``serial`` is the sender's own counter."""

@@ -217,7 +217,8 @@ class Connection:
         self.profile = profile
         self.auth_policy = OPEN_AUTH if auth_policy is None else auth_policy
         self.idle_timeout = idle_timeout
-        self.phone = phone
+        # a terminal's phone, left-padded to its BCD width once (frames then copy it as is)
+        self.phone = None if phone is None else m.phone_bcd(phone, version).hex()
         self.version = version
         self.proto_version = proto_version
         self.auth_code: str | None = None
@@ -583,7 +584,8 @@ class Connection:
     def report_location(self, location: m.Location | None = None, **fields: Any) -> tuple[int, bytes]:
         """0x0200 from a Location or from the keyword arguments of :func:`messages.make_location`."""
         loc = location if location is not None else m.make_location(**fields)
-        return self.send(ids.MSG_LOCATION_REPORT, loc)
+        serial = self._next_serial()
+        return serial, self._frame(ids.MSG_LOCATION_REPORT, self._codec.encode_location(loc), serial)
 
     def report_batch(self, positions: Iterable[m.Location], batch_type: int = 0) -> tuple[int, bytes]:
         """0x0704: batch_type 0 normal, 1 blind-area backfill."""

@@ -30,6 +30,7 @@ NAMES = (
     "encode_frame",
     "encode_general_response",
     "encode_ack",
+    "encode_location",
 )
 
 FORCE_PURE = os.environ.get("TELACD_PURE_PYTHON", "") not in ("", "0")
@@ -53,6 +54,7 @@ decode_frame = _chosen.decode_frame
 encode_frame = _chosen.encode_frame
 encode_general_response = _chosen.encode_general_response
 encode_ack = _chosen.encode_ack
+encode_location = _chosen.encode_location
 
 
 def implementations() -> dict[str, ModuleType]:

@@ -206,3 +206,30 @@ def test_splitter_is_chunking_independent(name, data, cuts):
         return [x if isinstance(x, bytes) else type(x) for x in out], sp.pending
 
     assert split(chunked(data, cuts)) == split([data])
+
+
+@given(locations())
+def test_location_encoders_agree(loc):
+    # the terminal side's compiled 0x0200 body encoder writes what the reference writes
+    expected = m.push_location(loc)
+    assert [c.encode_location(loc) for c in IMPLS] == [expected] * len(IMPLS)
+
+
+@given(
+    st.integers(-1, 1 << 33),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-1, 0x10000),
+    st.none() | st.integers(0, 5_000_000_000),
+    st.lists(st.tuples(st.sampled_from([0x01, 0x06, 0x30, 0xE1]), st.integers(-0x9000, 1 << 33)), max_size=3),
+)
+def test_location_encoders_refuse_the_same(alarm, lat, altitude, t, items):
+    loc = m.Location(
+        alarm, 0, lat, 1.0, altitude, 1.0, 0, t, bytes(i for i, _ in items), tuple(v for _, v in items), True
+    )
+    outs = []
+    for c in IMPLS:
+        try:
+            outs.append(c.encode_location(loc))
+        except Jt808LocalError as exc:
+            outs.append(type(exc))
+    assert outs[0] == outs[-1]
