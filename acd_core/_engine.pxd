@@ -21,6 +21,7 @@ cdef class _Class
 cdef class _Bucket
 cdef class _Agent
 cdef class _Timer
+cdef class _Cell
 
 
 cdef class Event:
@@ -118,6 +119,7 @@ cdef class Task:
     cdef readonly int state
     cdef public _Queue _q            # origin queue (statistics, classes, steps)
     cdef public _Class _c
+    cdef public _Cell _cell          # statistics cell of the class it arrived in
     cdef public _Queue _loc          # where it waits now (escalation may move it)
     cdef public _Bucket _bucket      # its current target bucket
     cdef public Py_ssize_t _handle   # in _bucket.tasks, or -1
@@ -168,7 +170,7 @@ cdef class _Cell:
     cdef public IndexedHeap waiting
 
     @cython.locals(s=cython.longlong)
-    cdef add(self, double now, int idx, double value)
+    cpdef add(self, double now, int idx, double value)
     @cython.locals(n=cython.longlong, k=cython.longlong, base=cython.longlong, i=cython.longlong)
     cdef _advance(self, long long s)
 
@@ -176,8 +178,7 @@ cdef class _Cell:
 @cython.final
 cdef class _Queue:
     cdef public int index
-    cdef public dict buckets, classes, agent_order
-    cdef public set members
+    cdef public dict buckets, classes, agent_order, members
     cdef public long long staffed
     cdef public double staffed_t
     cdef public _Cell qcell
@@ -260,8 +261,8 @@ cdef class Router:
     cdef _place(self, _Member m)
     @cython.locals(p=cython.int)
     cdef int _pstate(self, _Agent agent)
-    @cython.locals(m=_Member, new=cython.int)
-    cdef _touch(self, _Agent agent, int old, double now, object reason, list events)
+    @cython.locals(m=_Member, new=cython.int, old=cython.int)
+    cdef _touch(self, _Agent agent, double now, object reason, list events)
     @cython.locals(q=_Queue, staffed_before=cython.bint, staffed_after=cython.bint, delta=cython.int)
     cdef _set_presence(self, _Agent agent, int presence, double now)
     cdef _staff(self, _Queue q, double now, int delta)
@@ -277,7 +278,7 @@ cdef class Router:
     cdef _Queue _prepare(self, Task task, double now)
     @cython.locals(existing=Task, q=_Queue, cell=_Cell)
     cpdef list enqueue(self, Task task, double now)
-    @cython.locals(q=_Queue, c=_Class, priority=cython.double)
+    @cython.locals(q=_Queue, c=_Class, priority=cython.double, cell=_Cell)
     cdef _merge(self, Task existing, Task task, double now, list events)
     @cython.locals(agent=_Agent, b=_Bucket)
     cdef _find_sticky(self, Task task, _Queue q, double now)
@@ -327,7 +328,7 @@ cdef class Router:
     cdef _withdraw_all(self, Task task, double now, object reason, list events)
     @cython.locals(task=Task, wait=cython.double, cell=_Cell)
     cpdef list abandon(self, object task_id, double now)
-    @cython.locals(task=Task, agent=_Agent, old=cython.int)
+    @cython.locals(task=Task, agent=_Agent, cell=_Cell)
     cpdef list cancel(self, object task_id, double now, object reason=*)
     @cython.locals(cell=_Cell)
     cdef _requeue(self, Task task, _Agent agent, double now, object reason, list events)

@@ -441,6 +441,7 @@ class Task:
         self.state = T_NEW
         self._q = None
         self._c = None
+        self._cell = None
         self._loc = None
         self._bucket = None
         self._handle = -1
@@ -546,7 +547,7 @@ class _Queue:
     def __init__(self, config, index, slot_len, nslots):
         self.index = index
         self.buckets = {}
-        self.members = set()
+        self.members = {}  # agent -> None: a set that iterates in join order (determinism)
         self.staffed = 0
         self.staffed_t = 0.0
         self.qcell = _Cell(slot_len, nslots)
@@ -839,13 +840,12 @@ class Router:
         and the tasks in its hands (a capacity cut takes effect as tasks end)."""
         agent = self._agents[config.id]
         events = []
-        old = agent.pstate
         for m in list(agent.members):
             self._remove_member(m)
         for q in list(agent.queues):
             self._leave(agent, q, now)
         self._apply_agent(agent, config, now)
-        self._touch(agent, old, now, "config", events)
+        self._touch(agent, now, "config", events)
         self._dispatch_agent(agent, now, events)
         return events
 
@@ -886,7 +886,7 @@ class Router:
 
     def _join(self, agent, q, now):
         agent.queues.add(q)
-        q.members.add(agent)
+        q.members[agent] = None
         if agent.presence == P_READY or agent.presence == P_WRAPUP:
             self._staff(q, now, 1)
         for b in q.buckets.values():
@@ -897,7 +897,7 @@ class Router:
         if agent.presence == P_READY or agent.presence == P_WRAPUP:
             self._staff(q, now, -1)
         agent.queues.discard(q)
-        q.members.discard(agent)
+        q.members.pop(agent, None)
 
     def _staff(self, q, now, delta):
         if now > q.staffed_t:
@@ -1080,11 +1080,14 @@ class Router:
                 return P_OFFERED
         return p
 
-    def _touch(self, agent, old, now, reason, events):
+    def _touch(self, agent, now, reason, events):
         """After any change to an agent: re-place it in its heaps, account the
-        time in its previous state and report a change of public state."""
+        time in its previous state and report a change of public state
+        (against ``agent.pstate``, the last state reported, so that nested
+        changes report each transition once)."""
         for m in agent.members:
             self._place(m)
+        old = agent.pstate
         new = self._pstate(agent)
         if new != old:
             if now > agent.state_since:
@@ -1207,7 +1210,10 @@ class Router:
         self._tasks[task.id] = task
         if task.incident_key is not None:
             self._incidents[task.incident_key] = task
+        # statistics stay with the class the task arrived in, whatever
+        # reprioritising or merging does to it later
         cell = q.cells[task._c.index]
+        task._cell = cell
         cell.add(now, C_OFFERED, 1.0)
         task._wait_handle = cell.waiting.push(task.arrival, 0.0, task)
         events.append(_ev_queued(now, task.id, q.name, task.cls, task.priority, task.arrival))
@@ -1230,15 +1236,15 @@ class Router:
         if task.incident_key is not None:
             self._incidents[task.incident_key] = task
         task._answered = True
+        task._cell = q.cells[task._c.index]
         task._loc = q
         self._hand_to(task, agent, now)
         events.append(TaskRestored(now, task.id, agent.id))
-        old = agent.pstate
         if agent.presence == P_LOGGED_OUT:
             self._set_presence(agent, P_DISCONNECTED, now)
             agent.reason = "restored"
             agent.grace_timer = self._arm(K_GRACE, agent, now + max(grace, 0.0))
-        self._touch(agent, old, now, "restored", events)
+        self._touch(agent, now, "restored", events)
         return events
 
     def _hand_to(self, task, agent, now):
@@ -1270,7 +1276,8 @@ class Router:
         if existing.state == T_QUEUED:
             self._keys(existing)
             existing._bucket.tasks.update(existing._handle, existing._k1, existing._k2)
-        existing._q.cells[existing._c.index].add(now, C_MERGED, 1.0)
+        cell = existing._cell
+        cell.add(now, C_MERGED, 1.0)
         events.append(TaskMerged(now, task.id, existing.id, task.incident_key, existing.priority))
 
     def _find_sticky(self, task, q, now):
@@ -1418,6 +1425,7 @@ class Router:
                 agent = m.agent
                 self._end_wrapup(agent, now, "preempted", events)
                 self._offer(task, agent, now, events)
+                self._dispatch_agent(agent, now, events)  # its other channels
 
     def _first_undeclined(self, b, agent):
         popped = []
@@ -1484,14 +1492,13 @@ class Router:
         task.state = T_OFFERED
         task._offers.append(offer)
         self._offers[oid] = offer
-        old = agent.pstate
         agent.offers[oid] = offer
         agent.load[task._ch] += 1
         agent.total_load += 1
         agent.offered += 1
         agent.last_offer = oid
         events.append(_ev_offer(now, oid, task.id, agent.id, offer.expires_at))
-        self._touch(agent, old, now, "offer", events)
+        self._touch(agent, now, "offer", events)
         if q.strategy == S_RING_PROGRESSIVE and task._ring_timer is None:
             task._ring_timer = self._arm(K_RING, task, now + q.ring_step)
 
@@ -1532,12 +1539,11 @@ class Router:
         task = offer.task
         agent = offer.agent
         task._offers.remove(offer)
-        old = agent.pstate
         del agent.offers[offer.id]
         agent.load[task._ch] -= 1
         agent.total_load -= 1
         events.append(_ev_withdrawn(now, offer.id, task.id, agent.id, reason))
-        self._touch(agent, old, now, reason, events)
+        self._touch(agent, now, reason, events)
 
     def _back_to_queue(self, task, now, events):
         """A task whose offers all failed waits again, with its old key. If
@@ -1572,7 +1578,6 @@ class Router:
         task = offer.task
         agent = offer.agent
         task._offers.remove(offer)
-        old = agent.pstate
         del agent.offers[offer_id]
         task.state = T_ASSIGNED
         task._agent = agent
@@ -1587,7 +1592,7 @@ class Router:
         self._disarm(task._ring_timer)
         task._ring_timer = None
         wait = now - task.arrival
-        cell = task._q.cells[task._c.index]
+        cell = task._cell
         if task._wait_handle >= 0:
             cell.waiting.remove(task._wait_handle)
             task._wait_handle = -1
@@ -1600,7 +1605,7 @@ class Router:
             if wait <= task._c.threshold:
                 cell.add(now, C_ANSWERED_SL, 1.0)
         events.append(_ev_assigned(now, task.id, agent.id, offer_id, wait))
-        self._touch(agent, old, now, "accepted", events)
+        self._touch(agent, now, "accepted", events)
         while task._offers:
             other = task._offers[-1]
             self._drop_offer(other, now, "accepted_elsewhere", events)
@@ -1642,7 +1647,6 @@ class Router:
             raise ValueError(f"task {task_id!r} is not assigned")
         events = []
         agent = task._agent
-        old = agent.pstate
         talk = now - task._assigned_at
         self._release(task, agent)
         agent.talk_time += talk
@@ -1654,7 +1658,7 @@ class Router:
         if self._sticky_on:
             self._remember(task, agent, now)
         self._end(task)
-        cell = task._q.cells[task._c.index]
+        cell = task._cell
         cell.add(now, C_HANDLED, 1.0)
         cell.add(now, C_HANDLE_SUM, talk + wrap)
         events.append(_ev_completed(now, task_id, agent.id, disposition, talk))
@@ -1662,9 +1666,9 @@ class Router:
             self._set_presence(agent, P_WRAPUP, now)
             agent.wrap_until = now + wrap
             agent.wrap_timer = self._arm(K_WRAPUP, agent, agent.wrap_until)
-            self._touch(agent, old, now, "wrapup", events)
+            self._touch(agent, now, "wrapup", events)
         else:
-            self._touch(agent, old, now, "completed", events)
+            self._touch(agent, now, "completed", events)
             self._dispatch_agent(agent, now, events)
         return events
 
@@ -1685,7 +1689,7 @@ class Router:
         task._sticky_timer = None
         task._ring_timer = None
         if task._wait_handle >= 0:
-            task._q.cells[task._c.index].waiting.remove(task._wait_handle)
+            task._cell.waiting.remove(task._wait_handle)
             task._wait_handle = -1
 
     def _withdraw_all(self, task, now, reason, events):
@@ -1702,7 +1706,7 @@ class Router:
             raise ValueError(f"task {task_id!r} is assigned; complete or cancel it")
         events = []
         wait = now - task.arrival
-        cell = task._q.cells[task._c.index]
+        cell = task._cell
         cell.add(now, C_ABANDONED, 1.0)
         cell.add(now, C_ABANDON_WAIT_SUM, wait)
         if wait <= task._c.threshold:
@@ -1717,17 +1721,17 @@ class Router:
         """Withdraw a task in any state (not counted as abandoned)."""
         task = self._tasks[task_id]
         events = []
-        task._q.cells[task._c.index].add(now, C_CANCELLED, 1.0)
+        cell = task._cell
+        cell.add(now, C_CANCELLED, 1.0)
         agent = task._agent
         self._unfile(task)
         self._end(task)
         events.append(TaskCancelled(now, task_id, reason))
         self._withdraw_all(task, now, "cancelled", events)
         if agent is not None:
-            old = agent.pstate
             self._release(task, agent)
             agent.idle_since = now
-            self._touch(agent, old, now, "task_cancelled", events)
+            self._touch(agent, now, "task_cancelled", events)
             self._dispatch_agent(agent, now, events)
         return events
 
@@ -1761,7 +1765,7 @@ class Router:
         task._declined = None
         task._offers = []
         events.append(TaskRequeued(now, task.id, agent.id, reason))
-        cell = task._q.cells[task._c.index]
+        cell = task._cell
         if task._wait_handle < 0:
             task._wait_handle = cell.waiting.push(task.arrival, 0.0, task)
         self._start_step(task, 0, now)
@@ -1779,17 +1783,15 @@ class Router:
         if agent.presence == P_DISCONNECTED:
             self._disarm(agent.grace_timer)
             agent.grace_timer = None
-            old = agent.pstate
             self._set_presence(agent, P_READY, now)
             agent.reason = ""
-            self._touch(agent, old, now, "reconnected", events)
+            self._touch(agent, now, "reconnected", events)
         elif agent.presence == P_LOGGED_OUT:
-            old = agent.pstate
             agent.idle_since = now
             agent.no_answer = 0
             self._set_presence(agent, P_READY, now)
             agent.reason = ""
-            self._touch(agent, old, now, "login", events)
+            self._touch(agent, now, "login", events)
         if state == "break":
             self._go_break(agent, now, reason or "break", events)
         elif state != "available":
@@ -1812,23 +1814,21 @@ class Router:
             if agent.presence == P_WRAPUP:
                 self._end_wrapup(agent, now, "agent", events)
             elif agent.presence == P_BREAK:
-                old = agent.pstate
                 self._set_presence(agent, P_READY, now)
                 agent.reason = ""
                 agent.no_answer = 0
                 if agent.total_load == 0:
                     agent.idle_since = now
-                self._touch(agent, old, now, reason or "available", events)
+                self._touch(agent, now, reason or "available", events)
             self._dispatch_agent(agent, now, events)
         else:
             raise ValueError(f"state must be 'available' or 'break', not {state!r}")
         return events
 
     def _go_break(self, agent, now, reason, events):
-        old = agent.pstate
         self._set_presence(agent, P_BREAK, now)
         agent.reason = reason
-        self._touch(agent, old, now, reason, events)
+        self._touch(agent, now, reason, events)
         self._withdraw_agent_offers(agent, now, events)
 
     def _withdraw_agent_offers(self, agent, now, events):
@@ -1843,11 +1843,10 @@ class Router:
             return
         self._disarm(agent.wrap_timer)
         agent.wrap_timer = None
-        old = agent.pstate
         self._set_presence(agent, P_READY, now)
         agent.idle_since = now
         events.append(WrapupEnded(now, agent.id, reason))
-        self._touch(agent, old, now, "wrapup_ended", events)
+        self._touch(agent, now, "wrapup_ended", events)
 
     def end_wrapup(self, agent_id, now):
         """The agent is done with after-call work before its wrap-up timer."""
@@ -1868,14 +1867,13 @@ class Router:
         agent.wrap_timer = None
         self._disarm(agent.grace_timer)
         agent.grace_timer = None
-        old = agent.pstate
         self._set_presence(agent, P_LOGGED_OUT, now)
         agent.reason = reason
         self._withdraw_agent_offers(agent, now, events)
         tasks = list(agent.tasks.values())
         for t in tasks:
             self._requeue(t, agent, now, requeue_reason, events)
-        self._touch(agent, old, now, reason, events)
+        self._touch(agent, now, reason, events)
         for t in tasks:
             if t.state == T_QUEUED:
                 self._dispatch_task(t, now, events)
@@ -1893,11 +1891,10 @@ class Router:
             return events
         self._disarm(agent.wrap_timer)
         agent.wrap_timer = None
-        old = agent.pstate
         self._set_presence(agent, P_DISCONNECTED, now)
         agent.reason = "disconnected"
         self._withdraw_agent_offers(agent, now, events)
-        self._touch(agent, old, now, "disconnected", events)
+        self._touch(agent, now, "disconnected", events)
         agent.grace_timer = self._arm(K_GRACE, agent, now + max(grace, 0.0))
         return events
 
