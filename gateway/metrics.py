@@ -64,7 +64,14 @@ class Metrics:
         self.connections_closed_malformed = 0
         self.connections_closed_idle = 0
         self.connections_closed_duplicate = 0
-        self.frames: collections.Counter[int] = collections.Counter()  # by message id
+        self.frames_total = 0
+        self.frames: collections.Counter[int] = (
+            collections.Counter()
+        )  # by message id (0x0200 counted per read)
+        self.auth_failures = 0
+        self.unauthenticated = 0  # data refused before authentication
+        self.unacked_alerts = 0  # alerts not acknowledged because their session could not be stored
+        self.store_errors = 0
         self.malformed: collections.Counter[str] = collections.Counter()  # by error kind
         self.acks = 0
         self.acks_deferred = 0  # acks that waited for a session commit
@@ -143,7 +150,27 @@ class Collector:
         for kind, n in sorted(m.malformed.items()):
             bad.add_metric([kind], n)
         yield bad
+        yield _counter(CounterMetricFamily, "telacd_frames_all", "JT/T 808 frames received", m.frames_total)
         yield _counter(CounterMetricFamily, "telacd_acks", "0x8001 acknowledgements sent", m.acks)
+        yield _counter(
+            CounterMetricFamily, "telacd_acks_deferred", "acks sent after a session commit", m.acks_deferred
+        )
+        yield _counter(CounterMetricFamily, "telacd_auth_failures", "0x0102 refused", m.auth_failures)
+        yield _counter(
+            CounterMetricFamily,
+            "telacd_unauthenticated",
+            "data refused before authentication",
+            m.unauthenticated,
+        )
+        yield _counter(
+            CounterMetricFamily,
+            "telacd_unacked_alerts",
+            "alerts left unacknowledged: session not stored",
+            m.unacked_alerts,
+        )
+        yield _counter(
+            CounterMetricFamily, "telacd_session_store_errors", "session commits that failed", m.store_errors
+        )
         yield _counter(CounterMetricFamily, "telacd_gps_reports", "location reports accepted", m.gps_reports)
         yield _counter(
             CounterMetricFamily,

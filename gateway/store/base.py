@@ -23,6 +23,7 @@ Times are UNIX epoch seconds (UTC) as floats everywhere in this interface.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +166,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def commit(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> list[EventRow]:
         """Upsert ``sessions`` and append ``events`` atomically; return the events with their numbers."""
+
+    def commit_nowait(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> asyncio.Future:
+        """:meth:`commit` submitted now, in call order, without awaiting: a future of its rows.
+
+        Backends with a writer queue override this to enqueue synchronously, so
+        that commits made one after another are numbered in that order even
+        when nobody awaits them.
+        """
+        return asyncio.ensure_future(self.commit(sessions, events))
 
     @abc.abstractmethod
     async def last_seq(self) -> int:

@@ -372,6 +372,9 @@ class SqliteStore(Store):
     # -- sessions and events -------------------------------------------------------
 
     async def commit(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> list[EventRow]:
+        return await self.commit_nowait(sessions, events)
+
+    def commit_nowait(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> asyncio.Future:
         s_params = [_session_params(s) for s in sessions]
         ev = list(events)
         payloads = [_dumps(e.data) for e in ev]
@@ -389,7 +392,7 @@ class SqliteStore(Store):
                 conn.executemany(_INSERT_EVENT, params)
             return rows, seq
 
-        return await self._submit("commit", job)
+        return self._submit("commit", job)
 
     async def last_seq(self) -> int:
         return await self._read(lambda c: c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])

@@ -120,7 +120,7 @@ class FrameDecoder:
 
 # ---------------------------------------------------------------------------
 # Client messages and their fields. Each entry: type -> {field: (kind, required)}.
-# kinds: "str", "int", "num", "dict", "list", "any"
+# kinds: "str", "int", "num", "dict", "list", "id" (a string or an integer), "any"
 
 AGENT_STATES = ("available", "break", "logout")
 COMMANDS = ("text", "callback", "locate", "track", "confirm_alarm")
@@ -128,8 +128,8 @@ COMMANDS = ("text", "callback", "locate", "track", "confirm_alarm")
 AGENT_MESSAGES: dict[str, dict[str, tuple[str, bool]]] = {
     "login": {"agent": ("str", True), "token": ("str", True), "state": ("str", False), "id": ("any", False)},
     "state": {"state": ("str", True), "reason": ("str", False), "id": ("any", False)},
-    "accept": {"offer": ("str", True), "id": ("any", False)},
-    "reject": {"offer": ("str", True), "reason": ("str", False), "id": ("any", False)},
+    "accept": {"offer": ("id", True), "id": ("any", False)},
+    "reject": {"offer": ("id", True), "reason": ("str", False), "id": ("any", False)},
     "complete": {
         "session": ("str", True),
         "disposition": ("any", False),
@@ -170,6 +170,7 @@ _KINDS = {
     "num": (int, float),
     "dict": (dict,),
     "list": (list,),
+    "id": (str, int),
 }
 
 

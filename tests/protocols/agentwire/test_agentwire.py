@@ -77,6 +77,7 @@ def test_random_bytes_never_escape_as_other_errors(data):
         ({"type": "login", "agent": "a1"}, "bad_message"),
         ({"type": "login", "agent": 5, "token": "t"}, "bad_message"),
         ({"type": "accept", "offer": True}, "bad_message"),
+        ({"type": "accept", "offer": 1.5}, "bad_message"),
     ],
 )
 def test_invalid_agent_messages(msg, code):
@@ -90,12 +91,13 @@ def test_invalid_agent_messages(msg, code):
 def test_valid_messages_pass_and_error_reply_carries_the_ref():
     for m in MESSAGES:
         assert check_client_message(m, AGENT_MESSAGES) is m
+    assert check_client_message({"type": "accept", "offer": 7}, AGENT_MESSAGES)  # ids may be sent as numbers
     assert check_client_message(
         {"type": "subscribe", "subscriber": "s", "token": "t", "after": 5}, SUBSCRIBER_MESSAGES
     )
     with pytest.raises(BadMessage) as info:
-        check_client_message({"type": "reject", "offer": 3}, AGENT_MESSAGES)
-    assert info.value.to_message()["ref"] == 3
+        check_client_message({"type": "reject", "offer": [3]}, AGENT_MESSAGES)
+    assert info.value.to_message()["ref"] == [3]
 
 
 def test_json_decoding():

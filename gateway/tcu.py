@@ -1,0 +1,478 @@
+"""The TCU listener: one asyncio Protocol per vehicle connection, over the sans-IO codec.
+
+A Protocol here does four things (STYLE.md §5): feed bytes to the
+:class:`~protocols.jt808.connection.Connection`, act on its events, write the
+bytes it returns, and keep one timer. The work per event is in the
+:class:`~gateway.app.Gateway`'s components; this module is the translation.
+
+The hot path is a batch of plain location reports: the codec hands them over
+already wrapped as ``LocationReported``; each becomes one row for the batched
+location writer and one 0x8001, and all the acknowledgements of one read go
+out in a single ``transport.write``. A report whose alarm bits *rise* on a
+trigger bit (crash, SOS, rollover...) leaves the hot path: its session is
+committed to the store first, and only then is the frame acknowledged
+(persist, then acknowledge). If the commit fails the frame is not
+acknowledged; the vehicle re-sends it and the edge is seen again.
+
+Limits per connection (``[terminals]``): an incomplete frame larger than
+``max_buffer`` closes the connection (the codec never holds more), so does
+the ``max_malformed``-th malformed frame; more than ``max_frames_per_s``
+frames in a second pauses reading until the second is over (TCP pushes back
+on the vehicle; nothing is dropped); a write backlog above
+``send_buffer_high`` pauses reading until the kernel has taken it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from protocols.jt808 import events as ev
+from protocols.jt808 import ids
+from protocols.jt808.connection import Connection, Role
+from protocols.jt808.errors import Jt808ProtocolError
+
+if TYPE_CHECKING:
+    from .app import Gateway
+    from .terminals import Vehicle
+
+log = logging.getLogger("telacd.tcu")
+
+_LOCATION_REPORTED = ev.LocationReported
+_RESULT_NOT_SUPPORTED = int(ids.Result.NOT_SUPPORTED)
+_RESULT_FAILURE = int(ids.Result.FAILURE)
+# ids that are answers or reports the gateway knows but does not act on: acknowledged with 0
+_KNOWN_QUIET = {
+    0x0104,
+    0x0107,
+    0x0108,
+    0x0301,
+    0x0302,
+    0x0303,
+    0x0500,
+    0x0700,
+    0x0701,
+    0x0702,
+    0x0805,
+    0x0901,
+    0x0A00,
+}
+
+
+class TcuProtocol(asyncio.Protocol):
+    """One terminal connection. Also driven by the QUIC listener through a stream adapter."""
+
+    __slots__ = (
+        "_frames",
+        "_paused",
+        "_timer",
+        "_window",
+        "closed",
+        "conn",
+        "gw",
+        "ingress",
+        "malformed",
+        "peer",
+        "transport",
+        "vehicle",
+    )
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        t = gw.cfg.terminals
+        self.conn = Connection(
+            Role.PLATFORM,
+            auth_policy=gw.terminals,
+            profile=gw.profile,
+            lenient_checksum=t["lenient_checksum"],
+            max_buffer=t["max_buffer"],
+            idle_timeout=t["heartbeat_timeout_s"],
+        )
+        self.transport: Any = None
+        self.vehicle: Vehicle | None = None
+        self.malformed = 0
+        self.peer = "?"
+        self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._window = 0.0
+        self._frames = 0
+        self._paused = 0  # bit 1: flooding, bit 2: write backlog
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and self.gw.tcu_rcvbuf:
+            try:
+                # a bounded kernel receive buffer: a flooding vehicle is pushed back by TCP
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.gw.tcu_rcvbuf)
+            except OSError:
+                pass
+        if hasattr(transport, "set_write_buffer_limits"):
+            high = self.gw.cfg.terminals["send_buffer_high"]
+            transport.set_write_buffer_limits(high=high, low=high // 4)
+        m = self.gw.metrics
+        m.connections_total += 1
+        m.connections_open += 1
+        self._arm(self.conn.get_timer())
+
+    def data_received(self, data: bytes) -> None:
+        loop_now = self.gw.loop.time()
+        try:
+            events = self.conn.receive_data(data, loop_now)
+        except Jt808ProtocolError as e:  # defensive: the codec reports errors as events
+            self._malformed(ev.FrameRejected(e, None))
+            return
+        if not events:
+            return
+        gw = self.gw
+        n = len(events)
+        gw.metrics.frames_total += n
+        # flood control: frames per one-second window
+        if loop_now - self._window >= 1.0:
+            self._window = loop_now
+            self._frames = n
+        else:
+            self._frames += n
+            if self._frames > gw.max_frames_per_s and not self._paused & 1:
+                self._pause(1)
+                gw.loop.call_at(self._window + 1.0, self._resume, 1)
+        vehicle = self.vehicle
+        if (
+            vehicle is not None
+            and type(events[0]) is _LOCATION_REPORTED
+            and type(events[-1]) is _LOCATION_REPORTED
+        ):
+            # the common case: a read of nothing but location reports
+            self._locations(events, loop_now)
+            return
+        acks: list[bytes] = []
+        rows: list[tuple] = []
+        for e in events:
+            t = type(e)
+            if t is _LOCATION_REPORTED and self.vehicle is not None:
+                gw.metrics.frames[0x0200] += 1
+                self._location(e, loop_now, acks, rows)
+            else:
+                self._event(e, loop_now, acks, rows)
+                if self.closed:
+                    break
+        if rows:
+            gw.store_locations(rows)
+        if acks:
+            self._write(b"".join(acks))
+
+    def eof_received(self) -> bool:
+        for e in self.conn.receive_data(b"", self.gw.loop.time()):
+            if type(e) is ev.FrameRejected:
+                self.gw.metrics.malformed[e.kind] += 1
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self.transport is None:
+            return
+        self.closed = True
+        self.gw.metrics.connections_open -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.vehicle is not None:
+            self.gw.terminals.unbind(self.vehicle, self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._pause(2)
+
+    def resume_writing(self) -> None:
+        self._resume(2)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _pause(self, why: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.gw.metrics.reads_paused += 1
+        self._paused |= why
+
+    def _resume(self, why: int) -> None:
+        if not self._paused & why:
+            return
+        self._paused &= ~why
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the vehicle (downlink commands)."""
+        self._write(data)
+
+    def close(self, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if reason:
+            log.info("closing terminal %s (%s): %s", self.conn.phone or "?", self.peer, reason)
+        if self.transport is not None:
+            self.transport.close()
+        # connection_lost does the rest (it still runs: closed is only a guard for writes)
+        self.closed = True
+
+    def _arm(self, deadline: float | None) -> None:
+        """Keep one timer; it fires at the connection's deadline and re-arms lazily.
+
+        The idle deadline moves on every read; rather than re-arm on every read,
+        the timer fires at the deadline it was armed for and asks the
+        connection whether anything is actually due yet.
+        """
+        if deadline is None or self.closed:
+            return
+        if self._timer is not None:
+            if self._timer.when() <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self.gw.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = self.gw.loop.time()
+        due = self.conn.get_timer()
+        if due is not None and due > now:
+            self._arm(due)
+            return
+        for e in self.conn.handle_timer(now):
+            t = type(e)
+            if t is ev.IdleTimeout:
+                self.gw.metrics.connections_closed_idle += 1
+                self.close(f"idle for {e.idle_s:.0f} s")
+                return
+            if t is ev.PacketsMissing:
+                self._write(e.reply)
+            elif t is ev.ReassemblyExpired:
+                self.gw.metrics.malformed["reassembly_expired"] += 1
+        self._arm(self.conn.get_timer())
+
+    # -- locations (the hot path) -----------------------------------------------------------
+
+    def _locations(self, events: list, loop_now: float) -> None:
+        gw = self.gw
+        vehicle = self.vehicle
+        mask = gw.trigger_mask
+        ack = self.conn.ack
+        gw.metrics.frames[0x0200] += len(events)
+        acks = []
+        rows = []
+        recv = time.time()
+        row = gw.location_row
+        phone = vehicle.phone
+        for e in events:
+            loc = e[0].body
+            if (loc.alarm ^ vehicle.alarm) & mask:
+                self._alarm_edge(e, loc, loop_now, rows, acks)
+                continue
+            rows.append(row(phone, loc, recv))
+            acks.append(ack(e))
+        vehicle.last_loc = loc
+        vehicle.last_recv = recv
+        gw.store_locations(rows)
+        if acks:
+            gw.metrics.acks += len(acks)
+            self._write(b"".join(acks))
+        if vehicle.watchers:
+            gw.sessions.position_update(vehicle, loc, recv)
+
+    def _location(self, e: Any, loop_now: float, acks: list, rows: list) -> None:
+        vehicle = self.vehicle
+        loc = e[0].body
+        recv = time.time()
+        if (loc.alarm ^ vehicle.alarm) & self.gw.trigger_mask:
+            self._alarm_edge(e, loc, loop_now, rows, acks)
+        else:
+            rows.append(self.gw.location_row(vehicle.phone, loc, recv))
+            acks.append(self.conn.ack(e))
+            self.gw.metrics.acks += 1
+        vehicle.last_loc = loc
+        vehicle.last_recv = recv
+        if vehicle.watchers:
+            self.gw.sessions.position_update(vehicle, loc, recv)
+
+    def _alarm_edge(self, e: Any, loc: Any, loop_now: float, rows: list, acks: list) -> None:
+        """Trigger bits changed. Rising bits open (or merge into) sessions before the ack."""
+        gw = self.gw
+        vehicle = self.vehicle
+        recv = time.time()
+        rows.append(gw.location_row(vehicle.phone, loc, recv))
+        old = vehicle.alarm
+        rising = loc.alarm & ~old & gw.trigger_mask
+        vehicle.set_alarm(loc.alarm & gw.trigger_mask | old & ~gw.trigger_mask)
+        if not rising:
+            acks.append(self.conn.ack(e))  # only falling bits: nothing to open
+            gw.metrics.acks += 1
+            return
+        version = e[0].version
+        gw.loop.create_task(self._open_sessions(e, loc, rising, version, loop_now, recv))
+
+    async def _open_sessions(
+        self, e: Any, loc: Any, rising: int, version: int, ingress: float, recv: float
+    ) -> None:
+        gw = self.gw
+        vehicle = self.vehicle
+        try:
+            await gw.sessions.alarm(vehicle, loc, rising, version, ingress, recv)
+        except Exception as exc:
+            # not stored: no acknowledgement, and forget the edge so the re-sent frame raises it again
+            vehicle.set_alarm(vehicle.alarm & ~rising)
+            gw.metrics.unacked_alerts += 1
+            log.warning("alert from %s not stored, not acknowledged: %s", vehicle.phone, exc)
+            return
+        if not self.closed:
+            self._write(self.conn.ack(e))
+            gw.metrics.acks += 1
+            gw.metrics.acks_deferred += 1
+
+    # -- everything else --------------------------------------------------------------------
+
+    def _malformed(self, e: Any) -> None:
+        gw = self.gw
+        gw.metrics.malformed[e.kind] += 1
+        self.malformed += 1
+        if e.reply:
+            self._write(e.reply)
+        if e.kind == "too_large":
+            gw.metrics.connections_closed_malformed += 1
+            self.close("frame larger than max_buffer")
+        elif self.malformed >= gw.cfg.terminals["max_malformed"]:
+            gw.metrics.connections_closed_malformed += 1
+            self.close(f"{self.malformed} malformed frames")
+
+    def _bind(self) -> None:
+        """The terminal proved who it is (or the open policy accepted it): attach its vehicle state."""
+        if self.vehicle is None and self.conn.phone is not None:
+            self.vehicle = self.gw.terminals.bind(self.conn.phone, self)
+
+    def _event(self, e: Any, loop_now: float, acks: list, rows: list) -> None:
+        gw = self.gw
+        t = type(e)
+        if t is ev.FrameRejected:
+            self._malformed(e)
+            return
+        gw.metrics.frames[e.message.msg_id] += 1
+        if t is ev.HeartbeatReceived:
+            acks.append(e.reply)
+        elif t is ev.Authenticated:
+            acks.append(e.reply)
+            self._bind()
+        elif t is ev.Registered:
+            acks.append(e.reply)
+            gw.terminals.registered(e, self)
+        elif t is ev.AuthenticationFailed:
+            acks.append(e.reply)
+            gw.metrics.auth_failures += 1
+        elif t is ev.LoggedOut:
+            acks.append(e.reply)
+            self._write(b"".join(acks))
+            acks.clear()
+            self.close("logged out")
+        elif t is ev.DataBeforeAuth:
+            if gw.terminals.open_policy:
+                self.conn.authorize()
+                self._bind()
+                inner = e.event
+                if type(inner) is _LOCATION_REPORTED:
+                    self._location(inner, loop_now, acks, rows)
+                else:
+                    self._event(inner, loop_now, acks, rows)
+            else:
+                gw.metrics.unauthenticated += 1
+                acks.append(self.conn.ack(e.message, _RESULT_FAILURE))
+        elif t is _LOCATION_REPORTED:  # not bound yet (cannot happen online, kept for safety)
+            self._bind()
+            self._location(e, loop_now, acks, rows)
+        elif t is ev.LocationBatchReported:
+            self._batch(e, loop_now, acks, rows)
+        elif t is ev.CommandAnswered:
+            gw.downlink.answered(self.vehicle, e.reply_serial, e.reply_id, e.result)
+        elif t is ev.LocationReplied:
+            loc = e.location
+            if self.vehicle is not None:
+                rows.append(gw.location_row(self.vehicle.phone, loc, time.time()))
+                gw.downlink.located(self.vehicle, e.reply_serial, loc, e.message.version)
+        elif t is ev.PassthroughReceived:
+            self._passthrough(e, loop_now, acks)
+        elif t is ev.PacketReceived or t is ev.PacketsMissing:
+            acks.append(e.reply)
+        elif t is ev.MediaEventReported:
+            acks.append(self.conn.ack(e))
+        elif t is ev.MediaReceived:
+            acks.append(self.conn.ack(e))
+            body = e.message.body
+            acks.append(self.conn.media_ack(body.media_id)[1])
+            if self.vehicle is not None:
+                gw.sessions.media(self.vehicle, body)
+        elif t is ev.MessageReceived:
+            msg = e.message
+            result = 0 if msg.msg_id in _KNOWN_QUIET else _RESULT_NOT_SUPPORTED
+            acks.append(self.conn.ack(e, result))
+        elif t is ev.ReassemblyExpired:
+            gw.metrics.malformed["reassembly_expired"] += 1
+
+    def _batch(self, e: Any, loop_now: float, acks: list, rows: list) -> None:
+        """0x0704: every position stored; a rising trigger bit in any of them opens its session first."""
+        gw = self.gw
+        vehicle = self.vehicle
+        if vehicle is None:
+            return
+        batch = e.batch
+        recv = time.time()
+        mask = gw.trigger_mask
+        rising = 0
+        last = None
+        for loc in batch.positions:
+            rows.append(gw.location_row(vehicle.phone, loc, recv))
+            old = vehicle.alarm
+            rising |= loc.alarm & ~old & mask
+            vehicle.set_alarm(loc.alarm & mask | old & ~mask)
+            if last is None or (loc.device_time or 0) >= (last.device_time or 0):
+                last = loc
+        if not rising:
+            acks.append(self.conn.ack(e))
+            gw.metrics.acks += 1
+            if batch.batch_type == 0 and last is not None:
+                vehicle.last_loc = last
+                vehicle.last_recv = recv
+            return
+        # the alarm's own position: the last one carrying a rising bit
+        alarm_loc = [loc for loc in batch.positions if loc.alarm & rising][-1]
+        gw.loop.create_task(self._open_sessions(e, alarm_loc, rising, e.message.version, loop_now, recv))
+
+    def _passthrough(self, e: Any, loop_now: float, acks: list) -> None:
+        gw = self.gw
+        body = e.message.body
+        trigger = gw.passthrough_triggers.get(body.ptype)
+        if trigger is None or self.vehicle is None:
+            acks.append(self.conn.ack(e))
+            return
+        gw.loop.create_task(self._open_request(e, trigger, body.data, loop_now))
+
+    async def _open_request(self, e: Any, trigger: Any, data: bytes, ingress: float) -> None:
+        gw = self.gw
+        try:
+            await gw.sessions.service_call(self.vehicle, trigger, data, ingress)
+        except Exception as exc:
+            gw.metrics.unacked_alerts += 1
+            log.warning("service call from %s not stored, not acknowledged: %s", self.vehicle.phone, exc)
+            return
+        if not self.closed:
+            self._write(self.conn.ack(e))
+            gw.metrics.acks += 1
+            gw.metrics.acks_deferred += 1
