@@ -306,6 +306,12 @@ class _Job:
     result: Any = None
 
 
+def _answered(job: _Job) -> bool:
+    """Failed already (its deadline passed). A job whose caller stopped waiting is still
+    written, as the SQLite backend does: cancelling the wait does not cancel the write."""
+    return job.future.done() and not job.future.cancelled()
+
+
 @dataclass(slots=True)
 class _LocationBatch:
     first: int  # index of its first row among all rows ever accepted
@@ -516,7 +522,7 @@ class PostgresStore(Store):
             self._note_error(f"group of {len(jobs)}: {_describe(e)}")
             done = []
             for job in jobs:
-                if job.future.done():  # failed on its deadline meanwhile, or its caller gave up
+                if _answered(job):  # failed on its deadline meanwhile
                     continue
                 try:
                     done += await self._attempt([job])
@@ -545,7 +551,7 @@ class PostgresStore(Store):
         while True:
             if self._unavailable:
                 jobs = self._expire(jobs)
-            jobs = [j for j in jobs if not j.future.done()]  # a cancelled caller wants nothing stored
+            jobs = [j for j in jobs if not _answered(j)]
             if not jobs:
                 return []
             token = f"{self._token_prefix}-{next(self._tokens)}"
@@ -628,6 +634,10 @@ class PostgresStore(Store):
     # -- sessions and events -------------------------------------------------------------
 
     async def commit(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> list[EventRow]:
+        return await self.commit_nowait(sessions, events)
+
+    def commit_nowait(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> asyncio.Future:
+        # enqueued before returning, so commits made one after another are numbered in that order
         s_params = [_session_params(s) for s in sessions]
         ev = list(events)
         payloads = [_dumps(e.data) for e in ev]
@@ -644,7 +654,7 @@ class PostgresStore(Store):
                 await conn.executemany(_INSERT_EVENT, params)
             return rows
 
-        return await self._submit("commit", len(ev), body)
+        return self._submit("commit", len(ev), body)
 
     async def _fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
         """A read on any pooled connection; StoreError when the server cannot answer.

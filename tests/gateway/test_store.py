@@ -186,3 +186,11 @@ async def test_any_json_payload_round_trips(store):
     rows = await store.commit([session("s1", data=data)], [event("s1", "created", **data)])
     assert (await store.get_session("s1")).data == data
     assert (await store.session_events("s1"))[0].data == data == rows[0].data
+
+
+async def test_commit_nowait_numbers_in_call_order(store):
+    # the session pipeline submits without awaiting; numbering must follow the calls
+    futures = [store.commit_nowait([session(f"s{i}")], [event(f"s{i}", "created")]) for i in range(30)]
+    rows = await asyncio.gather(*futures)
+    assert [r[0].seq for r in rows] == list(range(1, 31))
+    assert [r[0].session for r in rows] == [f"s{i}" for i in range(30)]

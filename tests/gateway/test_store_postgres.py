@@ -480,3 +480,13 @@ async def test_close_during_an_outage_gives_up_after_its_bound_and_says_what_was
     assert store.stats.pending == 25
     with pytest.raises(StoreError, match="25 locations unwritten"):
         await waiter
+
+
+async def test_a_commit_whose_caller_stops_waiting_is_still_written(open_store):
+    # as on SQLite: cancelling the wait does not cancel the write (its numbers stay gap-free)
+    store = await open_store()
+    waiting = asyncio.ensure_future(store.commit([session("a")], [event("a", "created")]))
+    await asyncio.sleep(0)  # submitted
+    waiting.cancel()
+    rows = await store.commit([session("b")], [event("b", "created")])
+    assert rows[0].seq == 2 and (await store.get_session("a")) is not None
