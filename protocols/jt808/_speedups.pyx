@@ -192,6 +192,20 @@ cdef inline object u16obj(unsigned int v):
     return obj
 
 
+# Speeds (WORD, 1/10 km/h) as floats, interned the same way: a vehicle's
+# speed takes few distinct values (0.0 whenever it is parked).
+cdef PyObject* SPEED_CACHE[65536]
+
+cdef inline object speed_obj(unsigned int raw):
+    cdef PyObject* o = SPEED_CACHE[raw]
+    if o != NULL:
+        return <object>o
+    obj = PyFloat_FromDouble(raw / 10.0)
+    Py_INCREF(obj)  # the cache's reference, never released
+    SPEED_CACHE[raw] = <PyObject*>obj
+    return obj
+
+
 # A small direct-mapped cache for 32-bit alarm/status words: a fleet reports
 # the same few status combinations over and over, and these ints are above
 # CPython's small-int range, so each would otherwise be a fresh allocation.
@@ -435,7 +449,7 @@ cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items)
     set_item(loc, 2, PyFloat_FromDouble(lat))
     set_item(loc, 3, PyFloat_FromDouble(lon))
     set_item(loc, 4, u16obj(u16(b + 16)))  # altitude, m
-    set_item(loc, 5, PyFloat_FromDouble(u16(b + 18) / 10.0))  # speed, 1/10 km/h
+    set_item(loc, 5, speed_obj(u16(b + 18)))  # speed, 1/10 km/h
     set_item(loc, 6, u16obj(u16(b + 20)))  # direction
     set_item(loc, 7, bcd_time(b + 22))
     set_item(loc, 8, ids)
