@@ -316,6 +316,8 @@ class Connection:
         dec = self._decoder
         decoded = dec.feed(data, _LOCATION_REPORTED if platform and self.state is ONLINE else None)
         if dec.wrapped == len(decoded):
+            if self.phone is None and decoded:  # authorized before any frame: learn who it is
+                self._learn(decoded[0].message)
             return decoded
         out: list[Any] = []
         for msg in decoded:

@@ -11,7 +11,7 @@ serials are supposed to be consecutive, but a real 0x0104 capture has 0x04D1
 then 0x04E2 (vector group sc-0104).
 
 Memory is bounded per connection: at most ``max_sets`` partial messages and
-``max_bytes`` body bytes held in total; a packet that would exceed either
+``max_bytes`` held in total (body bytes plus ``PACKET_OVERHEAD`` per packet); a packet that would exceed either
 drops the oldest set (sets) or is refused (bytes). A set with no progress for
 ``resend_after`` seconds is due a 0x8003 re-request for its missing packets
 (once), and one older than ``timeout`` seconds is dropped. The caller drives
@@ -26,6 +26,8 @@ from typing import Any
 from . import messages as m
 from .errors import FrameTooLargeError, Jt808ProtocolError
 from .messages import Message
+
+PACKET_OVERHEAD = 64  # bytes charged per held packet besides its body
 
 
 class SubpackageError(Jt808ProtocolError):
@@ -108,7 +110,9 @@ class Reassembler:
                 self._drop(next(iter(self._sets)))  # the oldest set makes room
             part = self._sets[key] = _Partial(msg, now, now)
         old = part.parts.get(index)
-        grow = len(body) - (len(old) if old is not None else 0)
+        # each packet is charged its bytes plus a fixed overhead, so that a flood of
+        # empty packets of a 65535-packet message is bounded too
+        grow = len(body) - len(old) if old is not None else len(body) + PACKET_OVERHEAD
         if self._size + grow > self.max_bytes:
             self._drop(key)
             raise FrameTooLargeError(

@@ -297,3 +297,21 @@ def test_public_subpackaged_capture_through_a_connection(codec):
 def test_connections_are_small(codec):
     p, t = make_pair(codec)
     assert not hasattr(p, "__dict__") and not hasattr(t, "__dict__")
+
+
+def test_a_flood_of_empty_packets_is_bounded(codec):
+    p, _t = online(codec, platform={"reassembly": {"max_bytes": 64 * 1024}})
+    flood = b"".join(
+        codec.encode_frame(0x0801, b"", PHONE, i, pkg_total=65535, pkg_index=i) for i in range(1, 3000)
+    )
+    events = p.receive_data(flood, 1.0)
+    assert p._reasm.held_bytes <= 64 * 1024
+    assert any(type(e) is ev.FrameRejected and e.kind == "too_large" for e in events)
+
+
+def test_authorized_before_any_frame_learns_the_phone(codec):
+    p, t = make_pair(codec)
+    p.authorize()
+    (loc,) = p.receive_data(t.report_location(lat=1.0, lon=2.0, device_time=T0)[1], 1.0)
+    assert type(loc) is ev.LocationReported and p.phone == PHONE
+    assert codec.decode_frame(p.locate()[1]).phone == PHONE
