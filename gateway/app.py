@@ -122,7 +122,8 @@ class Gateway:
         if addr is not None:
             self._servers.append(await self.start_tcu_server(addr.host, addr.port))
         app = build_app(self)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # a short shutdown: open WebSockets (agents, subscribers) are closed by stop() first
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         http = cfg.address("http")
         site = web.TCPSite(self._runner, http.host, http.port, reuse_address=True)
@@ -168,6 +169,9 @@ class Gateway:
         for v in list(self.terminals.vehicles.values()):
             if v.conn is not None:
                 v.conn.close()
+        for ch in list(self.agents.channels.values()):
+            ch.close()
+        self.feed.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
         for t in list(self._tasks):

@@ -62,6 +62,7 @@ class FeedHub:
         self.committed = 0
         self._wakers: set[asyncio.Event] = set()
         self.subscribers: dict[int, dict[str, Any]] = {}  # live subscriptions, for the admin API
+        self._channels: set[Channel] = set()
         self._ids = itertools.count(1)
         self.listeners: list = []  # callables(row) told of every committed event in order (dashboard)
 
@@ -83,6 +84,11 @@ class FeedHub:
         if advanced:
             for w in self._wakers:
                 w.set()
+
+    def close_all(self) -> None:
+        """Close every subscriber connection (shutdown); they resume by sequence number."""
+        for ch in list(self._channels):
+            ch.close()
 
     async def events_after(self, after: int, limit: int = BATCH) -> list[EventRow]:
         ring = self._ring
@@ -126,6 +132,7 @@ class FeedHub:
         cursor = last if after is None else max(0, after)
         channel.send({"type": "subscribed", "seq": last})
         sub_id = next(self._ids)
+        self._channels.add(channel)
         info = {
             "subscriber": spec.id,
             "peer": channel.peer,
@@ -156,6 +163,7 @@ class FeedHub:
                 await channel.drain()
         finally:
             self._wakers.discard(wake)
+            self._channels.discard(channel)
             self.subscribers.pop(sub_id, None)
             reader.cancel()
             channel.close()

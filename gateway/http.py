@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from .app import Gateway
 
 
+GATEWAY: web.AppKey = web.AppKey("gateway")
+
+
 def _peer(request: web.Request) -> str:
     peer = request.transport.get_extra_info("peername") if request.transport else None
     return f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -28,7 +31,7 @@ def _peer(request: web.Request) -> str:
 
 def build_app(gw: Gateway) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
-    app["gateway"] = gw
+    app[GATEWAY] = gw
 
     async def agent_ws(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 20)
