@@ -778,11 +778,16 @@ class Router:
         self._note_sticky(q)
         for t in self._tasks.values():
             if t._q is q:
+                # the class's priority moved (or the class fell back to the
+                # default): the task moves with it, keeping any explicit offset
                 c = q.classes.get(t._c.name)
                 if c is None:
-                    t._c = q.default
-                else:
-                    t._c = c
+                    c = q.default
+                t.priority += c.priority - t._c.priority
+                if t.deadline == t.arrival + t._c.target:
+                    t.deadline = t.arrival + c.target
+                t._c = c
+                t.cls = c.name
                 t._req = self._base_req(q, t)
                 if t._step >= len(q.steps):
                     t._step = max(0, len(q.steps) - 1)
