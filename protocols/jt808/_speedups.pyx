@@ -62,6 +62,16 @@ cdef extern from *:
        the way tuple_alloc does (PyObject_GC_NewVar), so it starts untracked;
        the caller fills every item, then telacd_track_if_needed tracks it if an
        item could be part of a cycle. */
+    #ifdef TELACD_DEBUG
+    /* debug builds (make debug) check that every item of a record was set */
+    static void telacd_check_filled(PyObject* t) {
+        Py_ssize_t i;
+        for (i = 0; i < Py_SIZE(t); i++)
+            if (PyTuple_GET_ITEM(t, i) == NULL) Py_FatalError("telacd: record item left NULL");
+    }
+    #else
+    #define telacd_check_filled(t)
+    #endif
     static PyObject* telacd_new_record(PyObject* type, Py_ssize_t n) {
         PyVarObject* o = _PyObject_GC_NewVar((PyTypeObject*)type, n);
         if (o == NULL) return NULL;
@@ -76,10 +86,12 @@ cdef extern from *:
     }
     /* A record whose items are atomic except possibly `inner`. */
     static inline void telacd_track_if_tracked(PyObject* t, PyObject* inner) {
+        telacd_check_filled(t);
         if (PyTuple_Check(inner) && PyObject_GC_IsTracked(inner)) PyObject_GC_Track(t);
     }
     static void telacd_track_if_needed(PyObject* t) {
         Py_ssize_t i, n = Py_SIZE(t);
+        telacd_check_filled(t);
         for (i = 0; i < n; i++) {
             PyObject* e = PyTuple_GET_ITEM(t, i);
             if (e != NULL && !telacd_atomic(e)) { PyObject_GC_Track(t); return; }
