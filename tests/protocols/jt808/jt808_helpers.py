@@ -187,3 +187,14 @@ def message_view(msg: m.Message, wire: bytes, codec: Any) -> dict[str, Any]:
         body = m.decode_body(0x0801, body, msg.version)
     d.update(body_view(msg.msg_id, body))
     return d
+
+
+def assert_plausible(loc: m.Location) -> None:
+    """One plausibility check for every location a test decodes from a realistic frame (Traccar's
+    verifyDecodedPosition): coordinates on the globe, a possible speed and direction, a fix time
+    in the years a JT/T 808 device can report."""
+    assert -90.0 <= loc.lat <= 90.0 and -180.0 <= loc.lon <= 180.0, (loc.lat, loc.lon)
+    assert 0.0 <= loc.speed_kmh <= 400.0 and 0 <= loc.direction <= 359
+    assert loc.device_time is not None and 946684800 <= loc.device_time < 4102444800
+    assert (loc.lat < 0) == bool(loc.status & 4) or loc.lat == 0
+    assert (loc.lon < 0) == bool(loc.status & 8) or loc.lon == 0

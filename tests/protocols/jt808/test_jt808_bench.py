@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jt808_helpers import IMPLEMENTATIONS
+from jt808_helpers import IMPLEMENTATIONS, assert_plausible
 
 from bench import codec as bench_codec
 from protocols.jt808 import codec as reference
@@ -20,6 +20,8 @@ def test_mix_proportions_and_content():
     assert 0.75 < counts["0x0200"] / 2000 < 0.85 and 0.07 < counts["0x0002"] / 2000 < 0.13
     locs = [x.body for x in msgs if x.msg_id == 0x0200]
     assert all(4 <= len(loc.item_ids) <= 8 for loc in locs)
+    for loc in locs:
+        assert_plausible(loc)
     batches = [x.body for x in msgs if x.msg_id == 0x0704]
     assert batches and all(len(b.positions) == 5 for b in batches)
     assert any(b"\x7d" in f for f in reference.Splitter(1 << 22).feed(stream))  # escapes occur

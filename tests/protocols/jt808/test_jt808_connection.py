@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jt808_helpers import hexb, vectors
+from jt808_helpers import assert_plausible, hexb, vectors
 
 from protocols.jt808 import events as ev
 from protocols.jt808 import messages as m
@@ -53,6 +53,7 @@ def test_register_authenticate_report(codec):
     serial, data = t.report_location(lat=31.2, lon=121.5, device_time=T0, alarm=1 << 29, items=((0x01, 100),))
     (loc,) = p.receive_data(data, 3.0)
     assert type(loc) is ev.LocationReported
+    assert_plausible(loc.location)
     assert loc.location.alarm == 1 << 29 and loc.location.item(0x01) == 100
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from jt808_helpers import CHUNKINGS, byte_by_byte, feed_all, hexb
+from jt808_helpers import CHUNKINGS, assert_plausible, byte_by_byte, feed_all, hexb
 
 from protocols.jt808 import messages as m
 from protocols.jt808.bits import DeviceProfile
@@ -256,6 +256,7 @@ ENCRYPTED = "7e020004100138123456780034101112131415161718191a1b1c1d1e1f137e"
 def test_collision_alarm(codec):
     msg = codec.decode_frame(hexb(COLLISION))
     loc = msg.body
+    assert_plausible(loc)
     assert (msg.version, msg.serial, loc.alarm) == (2013, 0x31, 1 << 29)
     assert DeviceProfile().alarm_names(loc.alarm) == ["collision"]
     assert (loc.lat, loc.lon, loc.altitude, loc.speed_kmh, loc.direction) == (
@@ -273,6 +274,7 @@ def test_collision_alarm(codec):
 def test_rollover_alarm_2019(codec):
     msg = codec.decode_frame(hexb(ROLLOVER_2019))
     loc = msg.body
+    assert_plausible(loc)
     assert (msg.version, msg.proto_version, msg.phone) == (2019, 1, "00000000013812345678")
     assert DeviceProfile().alarm_names(loc.alarm, 2019) == ["rollover"]
     assert DeviceProfile().mask("collision", "rollover", "emergency") & loc.alarm == 1 << 30
@@ -285,6 +287,8 @@ def test_location_batch_2019(codec):
     batch = msg.body
     assert (msg.version, batch.batch_type, batch.count, batch.truncated) == (2019, 1, 2, False)
     p1, p2 = batch.positions
+    assert_plausible(p1)
+    assert_plausible(p2)
     assert (p1.lat, p1.lon, p1.speed_kmh, p1.items) == (39.908692, 116.397477, 30.0, ())
     assert (p2.lat, p2.lon, p2.items) == (-33.86882, 151.209296, ((0x31, 9),))
     assert m.civil_from_epoch(p2.device_time) == (2024, 3, 15, 7, 0, 30)
