@@ -12,15 +12,17 @@ the gateway's hot path:
 * the XOR checksum, a word at a time;
 * the header, both layouts, with the phone string cached per decoder;
 * the bodies of 0x0200, 0x0201, 0x0704 (basic block and standard items),
-  0x0001/0x8001 and the empty-bodied messages;
-* the 0x8001 encoder (``encode_general_response``) and frame escaping.
+  0x0001/0x8001, 0x0900/0x8900, the 2013 0x0102 and the empty-bodied messages;
+* the per-frame 0x8001 (``encode_ack``, ``encode_general_response``), frame
+  building and escaping, and the terminal side's 0x0200 body
+  (``encode_location``).
 
 Other bodies go to the reference ``messages.decode_body``: they are rare, and
 sharing that code keeps the two implementations equal by construction.
 
-Records are the NamedTuple classes of messages.py, allocated here with the
-type's own ``tp_alloc`` and filled in place, the way CPython's
-``tuple.__new__`` does for tuple subclasses, minus the intermediate tuple.
+Records are the NamedTuple classes of messages.py, allocated here as
+tuple_alloc does for tuples and filled in place (see the C block below on
+why they start untracked by the cycle collector).
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -298,7 +300,7 @@ cdef inline void set_item(object t, Py_ssize_t i, object v) noexcept:
 
 
 cdef inline int xor_bytes(const unsigned char* p, Py_ssize_t n) noexcept nogil:
-    cdef uint64_t acc = 0, w
+    cdef uint64_t acc = 0, w = 0
     cdef int x
     while n >= 8:
         memcpy(&w, p, 8)
@@ -474,7 +476,8 @@ cdef object pull_location(const unsigned char* b, Py_ssize_t n, bint with_items)
 cdef object pull_location_batch(const unsigned char* b, Py_ssize_t n):
     """0x0704; mirrors messages.pull_location_batch."""
     cdef unsigned int count, batch_type, ln
-    cdef Py_ssize_t i = 3, k, got = 0
+    cdef Py_ssize_t i = 3
+    cdef unsigned int k
     cdef bint truncated = False
     cdef object positions, out
     if n < 3:
@@ -603,7 +606,7 @@ def unescape(content, lenient_trailing_7d=False):
     """Undo the escapes in frame content (the bytes between the flags)."""
     cdef const unsigned char[:] v = content
     cdef Py_ssize_t n = v.shape[0], m
-    cdef bint tolerated
+    cdef bint tolerated = False
     if n == 0:
         return b""
     m = unescape_into(&v[0], n, scratch(n), lenient_trailing_7d, &tolerated)
