@@ -129,6 +129,8 @@ class TcuProtocol(asyncio.Protocol):
         except Jt808ProtocolError as e:  # defensive: the codec reports errors as events
             self._malformed(ev.FrameRejected(e, None))
             return
+        if self._timer is None:
+            self._arm(self.conn.get_timer())  # the idle deadline exists once data has arrived
         if not events:
             return
         gw = self.gw
@@ -365,6 +367,12 @@ class TcuProtocol(asyncio.Protocol):
         t = type(e)
         if t is ev.FrameRejected:
             self._malformed(e)
+            return
+        if t is ev.PacketsMissing or t is ev.ReassemblyExpired:  # no message of their own
+            if t is ev.PacketsMissing:
+                acks.append(e.reply)
+            else:
+                gw.metrics.malformed["reassembly_expired"] += 1
             return
         gw.metrics.frames[e.message.msg_id] += 1
         if t is ev.HeartbeatReceived:
