@@ -12,10 +12,32 @@ import importlib
 from typing import Any
 
 _EXPORTS = frozenset(
-    """COMPILED STATE_NAMES STRATEGIES AgentConfig AgentStateChanged EscalationStep Event OfferCreated
-    OfferWithdrawn PriorityClass QueueConfig Router Task TaskAbandoned TaskAssigned TaskCancelled
-    TaskCompleted TaskEscalated TaskMerged TaskQueued TaskReprioritised TaskRequeued TaskRestored
-    WrapupEnded""".split()
+    [
+        "COMPILED",
+        "STATE_NAMES",
+        "STRATEGIES",
+        "AgentConfig",
+        "AgentStateChanged",
+        "EscalationStep",
+        "Event",
+        "OfferCreated",
+        "OfferWithdrawn",
+        "PriorityClass",
+        "QueueConfig",
+        "Router",
+        "Task",
+        "TaskAbandoned",
+        "TaskAssigned",
+        "TaskCancelled",
+        "TaskCompleted",
+        "TaskEscalated",
+        "TaskMerged",
+        "TaskQueued",
+        "TaskReprioritised",
+        "TaskRequeued",
+        "TaskRestored",
+        "WrapupEnded",
+    ]
 )
 
 

@@ -1879,6 +1879,8 @@ class Router:
         for t in tasks:
             self._requeue(t, agent, now, requeue_reason, events)
         self._touch(agent, now, reason, events)
+        # best first, so that an agent able to take several gets the best one first
+        tasks.sort(key=lambda t: (t._k1 - t._loc.aging * now, t._k2, t._seq))
         for t in tasks:
             if t.state == T_QUEUED:
                 self._dispatch_task(t, now, events)
