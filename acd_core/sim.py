@@ -141,27 +141,35 @@ def simulate(
     accept = router.accept
 
     def route(events: list[Any], t: float) -> None:
-        # the simulated agents take every offer the moment it is made
+        # the simulated agents take every offer the moment it is made; what an
+        # accept returns (under ring-all: withdrawals, and new offers to the
+        # agents thus freed) is routed the same way
         nonlocal seq, busy_time
-        for ev in events:
-            if type(ev) is OfferCreated:
-                for done in accept(ev.offer_id, t):
-                    if type(done) is TaskAssigned:
-                        tid = done.task_id
-                        k = cls_of[tid]
-                        tally = tallies[k]
-                        wait = done.wait
-                        tally.answered += 1
-                        tally.wait_sum += wait
-                        if wait > 0.0:
-                            tally.waited += 1
-                        if wait <= threshold:
-                            tally.within += 1
-                        waiting.discard(tid)
-                        service = expo(mu)
-                        busy_time += service
-                        seq += 1
-                        heapq.heappush(heap, (t + service, seq, _END, tid))
+        pending = list(events)
+        i = 0
+        while i < len(pending):
+            ev = pending[i]
+            i += 1
+            kind = type(ev)
+            if kind is OfferCreated:
+                if ev.task_id not in waiting:
+                    continue  # ring-all: another agent already took it
+                waiting.discard(ev.task_id)
+                pending.extend(accept(ev.offer_id, t))
+            elif kind is TaskAssigned:
+                tid = ev.task_id
+                tally = tallies[cls_of[tid]]
+                wait = ev.wait
+                tally.answered += 1
+                tally.wait_sum += wait
+                if wait > 0.0:
+                    tally.waited += 1
+                if wait <= threshold:
+                    tally.within += 1
+                service = expo(mu)
+                busy_time += service
+                seq += 1
+                heapq.heappush(heap, (t + service, seq, _END, tid))
 
     while heap:
         now, _, kind, tid = heapq.heappop(heap)
