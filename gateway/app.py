@@ -57,6 +57,7 @@ class Gateway:
             location_flush_ms=s["location_flush_ms"],
             location_queue_max=s["location_queue_max"],
             pool_size=s["pool_size"],
+            commit_timeout_s=s["commit_timeout_s"],
         )
         self.feed = FeedHub(self.store)
         self.tcu_rcvbuf = 65536

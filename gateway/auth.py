@@ -29,7 +29,7 @@ def json_error(status: int, code: str, message: str, **extra: object) -> web.HTT
             cls = c
             break
     body = orjson.dumps({"error": code, "message": message, **extra})
-    exc = cls(body=body, content_type="application/json")
+    exc = cls(text=body.decode(), content_type="application/json")  # body= is deprecated for exceptions
     if status == 401:
         exc.headers["WWW-Authenticate"] = 'Bearer realm="telacd"'
     return exc

@@ -82,6 +82,7 @@ SCALARS: dict[str, dict[str, Any]] = {
         "location_flush_ms": 200,  # flush a partial batch after this long
         "location_queue_max": 200000,  # locations waiting for the writer; beyond it GPS is shed (counted)
         "pool_size": 4,  # postgresql connections
+        "commit_timeout_s": 10.0,  # postgresql: a session commit retried through an outage fails after this
     },
     "terminals": {
         "auth": "open",  # open | registered | fixed
@@ -453,6 +454,8 @@ def _check_scalars(source: str, s: dict[str, dict[str, Any]]) -> None:
     for key in ("location_batch", "location_flush_ms", "location_queue_max", "pool_size"):
         if s["store"][key] < 1:
             raise ConfigError(source, f"store.{key}", "must be at least 1")
+    if s["store"]["commit_timeout_s"] <= 0:
+        raise ConfigError(source, "store.commit_timeout_s", "must be positive")
     t = s["terminals"]
     if t["auth"] not in ("open", "registered", "fixed"):
         raise ConfigError(source, "terminals.auth", f"must be open, registered or fixed, got {t['auth']!r}")
