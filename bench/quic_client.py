@@ -309,3 +309,37 @@ class QuicTerminalClient(TerminalClient):
                 await asyncio.wait_for(self.quic.closed.wait(), 5.0)
             except TimeoutError:
                 pass
+
+
+# -- the bench fleet over QUIC ---------------------------------------------------------------------
+
+
+async def connect_fleet_terminal(fleet: Any, term: asyncio.Protocol, source_ip: str | None) -> None:
+    """bench/fleet.py's connector for ``transport="quic"``: one vehicle, one QUIC connection.
+
+    The fleet keeps one :class:`TicketJar`, so a vehicle that reconnects
+    resumes with 0-RTT. The port is ``FleetOptions.port`` (the QUIC listener's);
+    the certificate is not checked (development gateways are self-signed).
+    """
+    jar = getattr(fleet, "quic_tickets", None)
+    if jar is None:
+        jar = fleet.quic_tickets = TicketJar()
+    opts = fleet.opts
+    await create_connection(
+        lambda: term,
+        opts.host,
+        opts.port,
+        local_addr=(source_ip, 0) if source_ip else None,
+        tickets=jar,
+    )
+
+
+def _register_with_the_fleet() -> None:
+    from bench import fleet
+
+    connectors = getattr(fleet, "CONNECTORS", None)
+    if connectors is not None:
+        connectors.setdefault("quic", connect_fleet_terminal)
+
+
+_register_with_the_fleet()

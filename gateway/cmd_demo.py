@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)"
     )
     parser.add_argument("--store", default="sqlite:///./telacd-data/demo.db", help="store URL for the demo")
+    parser.add_argument(
+        "--transport",
+        choices=("tcp", "quic"),
+        default="tcp",
+        help="how the simulated vehicles connect (quic: a listener with a throwaway self-signed certificate)",
+    )
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
@@ -75,7 +81,25 @@ def demo_config(args: argparse.Namespace) -> config_mod.Config:
             {"id": "wallboard", "token": "wallboard", "role": "viewer"},
         ],
     }
+    if getattr(args, "transport", "tcp") == "quic":
+        _with_quic(raw["gateway"])
     return config_mod.build(raw, "<demo>", {})
+
+
+def _with_quic(g: dict[str, Any]) -> None:
+    """Turn the QUIC listener on; without a configured pair, a self-signed one in a temporary directory."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from .cmd_cert import write_pair
+
+    g["quic"] = g["quic"] or "127.0.0.1:6809"
+    if not (g["quic_cert"] and g["quic_key"]):
+        d = tempfile.mkdtemp(prefix="telacd-demo-quic-")
+        atexit.register(shutil.rmtree, d, True)
+        cert, key = write_pair(d)
+        g["quic_cert"], g["quic_key"] = str(cert), str(key)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -145,10 +169,17 @@ async def run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 """,
         flush=True,
     )
+    transport = getattr(args, "transport", "tcp")
+    if transport == "quic":
+        import bench.quic_client  # noqa: F401  (adds the "quic" fleet connector)
+
+        tcp_host, tcp_port = g["quic"].rsplit(":", 1)
+        print(f"  vehicles connect over QUIC: quic://{g['quic']} (ALPN jt808)", flush=True)
     fleet = Fleet(
         FleetOptions(
             host=tcp_host,
             port=int(tcp_port),
+            **({"transport": transport} if transport != "tcp" else {}),
             vehicles=args.vehicles,
             report_interval=args.report_interval,
             alarm_rate=args.alarm_rate,

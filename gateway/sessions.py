@@ -335,7 +335,10 @@ class SessionManager:
         An idempotency key already seen returns the first session instead of a new one;
         two concurrent requests with one key wait for the first.
         """
-        if idempotency_key:
+        # Look for the key until nothing happened with it while we looked: the store read yields, and a
+        # duplicate arriving meanwhile may have started (or finished) creating the session. The waiter is
+        # registered below with no await between the last look and it.
+        while idempotency_key:
             sid = self.by_key.get(idempotency_key)
             if sid is not None:
                 existing = self.open.get(sid) or await self.gw.store.get_session(sid)
@@ -348,6 +351,8 @@ class SessionManager:
             if row is not None:
                 self.by_key[idempotency_key] = row.id
                 return self.open.get(row.id) or Session.from_row(row), False
+            if idempotency_key not in self._pending_keys and self.by_key.get(idempotency_key) == sid:
+                break
         spec = self.gw.cfg.queue(queue)
         cls = spec.klass(klass) if klass else spec.classes[-1]
         if customer.get("tier") in ("vip", "gold", "platinum") and not klass:
@@ -381,8 +386,11 @@ class SessionManager:
                        "customer": customer, "data": data}  # fmt: skip
             try:
                 await self.record(s, [("created", created), ("queued", {"queue": s.queue, "reason": "new"})])
-            except Exception:
+            except Exception as e:
                 self._forget(s)
+                if waiter is not None:  # duplicates waiting for this one fail with it, not with a ghost
+                    waiter.set_exception(e)
+                    waiter.exception()  # retrieved: no "never retrieved" warning when nobody waited
                 raise
             if idempotency_key:
                 self.by_key[idempotency_key] = s.id

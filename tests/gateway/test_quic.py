@@ -407,3 +407,28 @@ async def test_a_bad_certificate_path_stops_the_gateway_with_a_clear_error(tmp_p
             await gw.start()
     finally:
         await gw.stop()
+
+
+def test_the_demo_runs_its_fleet_over_quic(tmp_path, cert_pair):
+    import re
+    import subprocess
+    import sys
+
+    from .harness import to_toml
+
+    raw = make_config(tmp_path)
+    for key in ("agents", "subscribers", "admins"):
+        raw.pop(key)
+    (port,) = free_ports(1)
+    raw["gateway"].update(quic=f"127.0.0.1:{port}", quic_cert=cert_pair[0], quic_key=cert_pair[1])
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(to_toml(raw))
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--config", str(cfg), "--store", f"sqlite:///{tmp_path}/demo.db",
+         "--transport", "quic", "--vehicles", "20", "--alarm-rate", "2", "--duration", "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"quic://127.0.0.1:{port}" in out.stdout
+    assert re.search(r"vehicles 20/20", out.stdout), out.stdout
+    assert int(re.search(r"demo stopped: (\d+) sessions", out.stdout).group(1)) >= 1
