@@ -13,7 +13,7 @@ cdef int S_MOST_SKILLED, S_RANDOM, S_RING_ALL, S_RING_PROGRESSIVE
 cdef int K_OFFER, K_STEP, K_STICKY, K_RING, K_WRAPUP, K_GRACE, K_RETRY
 cdef int C_OFFERED, C_ANSWERED, C_ANSWERED_SL, C_ABANDONED, C_ABANDONED_SL, C_WAIT_SUM, C_WAITED
 cdef int C_HANDLED, C_HANDLE_SUM, C_CANCELLED, C_MERGED, C_ABANDON_WAIT_SUM, C_STAFFED_S, NCOUNT
-cdef int MAX_CHANNELS
+cdef int MAX_CHANNELS, MAX_SLOTS
 cdef double INF, NAN
 
 cdef class _Queue
@@ -164,13 +164,22 @@ cdef class _Class:
 
 @cython.final
 cdef class _Cell:
-    cdef public list totals, ring
+    cdef double totals[13]     # NCOUNT counters since start
+    cdef double ring[780]      # MAX_SLOTS slots of NCOUNT counters
     cdef public double slot_len
     cdef public long long nslots, slot
     cdef public IndexedHeap waiting
 
     @cython.locals(s=cython.longlong)
+    cdef Py_ssize_t base(self, double now) except -1
+    @cython.locals(base=Py_ssize_t)
     cpdef add(self, double now, int idx, double value)
+    @cython.locals(base=Py_ssize_t)
+    cdef answered(self, double now, double wait, bint within)
+    @cython.locals(base=Py_ssize_t)
+    cdef handled(self, double now, double handle)
+    @cython.locals(i=cython.int)
+    cpdef list since_start(self)
     @cython.locals(n=cython.longlong, k=cython.longlong, base=cython.longlong, i=cython.longlong)
     cdef _advance(self, long long s)
 
@@ -213,9 +222,12 @@ cdef class _Member:
 cdef class _Agent:
     cdef public long long index
     cdef public int presence, pstate
+    cdef public bint answer_keyed
+    cdef public int nch, wrap_entries
     cdef public object reason, config, id, tenants
     cdef public double state_since, talk_time, idle_since, wrap_until, wrapup
-    cdef public list time_in, members
+    cdef double time_in[7]   # seconds spent in each public state (STATE_NAMES)
+    cdef public list members
     cdef int load[16]   # tasks in hand + pending offers, per channel id (MAX_CHANNELS)
     cdef int cap[16]
     cdef public set queues
@@ -236,7 +248,7 @@ cdef class Router:
     cdef bint _sticky_on
 
     cdef int _channel_id(self, object name) except -1
-    @cython.locals(i=cython.int, q=_Queue, b=_Bucket)
+    @cython.locals(i=cython.int, q=_Queue, b=_Bucket, ch=cython.int)
     cdef _apply_agent(self, _Agent agent, object config, double now)
     @cython.locals(agent=_Agent, lvl=cython.long)
     cdef bint _eligible(self, _Agent agent, _Bucket b) except -1
@@ -246,6 +258,8 @@ cdef class Router:
     cdef _Member _clean_top(self, _Bucket b)
     @cython.locals(i=cython.int)
     cdef dict _loads(self, _Agent a)
+    @cython.locals(i=cython.int)
+    cdef list _time_in(self, _Agent a)
     @cython.locals(b=_Bucket)
     cdef _Bucket _bucket(self, _Queue q, int ch, tuple req, object agents)
     @cython.locals(q=_Queue, loc=_Queue, req=tuple, agents=object)
@@ -261,8 +275,12 @@ cdef class Router:
     cdef _place(self, _Member m)
     @cython.locals(p=cython.int)
     cdef int _pstate(self, _Agent agent)
-    @cython.locals(m=_Member, new=cython.int, old=cython.int)
+    @cython.locals(m=_Member)
     cdef _touch(self, _Agent agent, double now, object reason, list events)
+    @cython.locals(ch=cython.int)
+    cdef bint _has_room(self, _Agent agent) except -1
+    @cython.locals(new=cython.int, old=cython.int)
+    cdef _report(self, _Agent agent, double now, object reason, list events)
     @cython.locals(q=_Queue, staffed_before=cython.bint, staffed_after=cython.bint, delta=cython.int)
     cdef _set_presence(self, _Agent agent, int presence, double now)
     cdef _staff(self, _Queue q, double now, int delta)

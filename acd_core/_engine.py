@@ -108,6 +108,7 @@ C_STAFFED_S = 12  # queue cell only: agent-seconds staffed (ready or wrap-up)
 NCOUNT = 13
 
 MAX_CHANNELS = 16
+MAX_SLOTS = 60  # resolution limit of the statistics window
 
 
 # ---------------------------------------------------------------------------
@@ -503,21 +504,50 @@ class _Cell:
     (by arrival) that gives depth and longest current wait."""
 
     def __init__(self, slot_len, nslots):
-        self.totals = [0.0] * NCOUNT
-        self.ring = [0.0] * (NCOUNT * nslots)
+        if not cython.compiled:  # compiled, these are zero-filled C arrays
+            self.totals = [0.0] * NCOUNT
+            self.ring = [0.0] * (NCOUNT * MAX_SLOTS)
         self.slot_len = slot_len
         self.nslots = nslots
         self.slot = -(2**62)
         self.waiting = IndexedHeap()
 
-    def add(self, now, idx, value):
+    def base(self, now):
+        """Offset in ``ring`` of the slot for time ``now`` (advancing the ring)."""
         s = int(now / self.slot_len) if now >= 0 else math.floor(now / self.slot_len)
         if s > self.slot:
             self._advance(s)
         elif self.slot - s >= self.nslots:
             s = self.slot  # older than the window: count it in the current slot
+        return (s % self.nslots) * NCOUNT
+
+    def add(self, now, idx, value):
+        base = self.base(now)
         self.totals[idx] += value
-        self.ring[(s % self.nslots) * NCOUNT + idx] += value
+        self.ring[base + idx] += value
+
+    def answered(self, now, wait, within):
+        base = self.base(now)
+        self.totals[C_ANSWERED] += 1.0
+        self.ring[base + C_ANSWERED] += 1.0
+        self.totals[C_WAIT_SUM] += wait
+        self.ring[base + C_WAIT_SUM] += wait
+        if wait > 0.0:
+            self.totals[C_WAITED] += 1.0
+            self.ring[base + C_WAITED] += 1.0
+        if within:
+            self.totals[C_ANSWERED_SL] += 1.0
+            self.ring[base + C_ANSWERED_SL] += 1.0
+
+    def handled(self, now, handle):
+        base = self.base(now)
+        self.totals[C_HANDLED] += 1.0
+        self.ring[base + C_HANDLED] += 1.0
+        self.totals[C_HANDLE_SUM] += handle
+        self.ring[base + C_HANDLE_SUM] += handle
+
+    def since_start(self):
+        return [self.totals[i] for i in range(NCOUNT)]
 
     def _advance(self, s):
         n = self.nslots
@@ -629,7 +659,8 @@ class _Agent:
         self.pstate = P_LOGGED_OUT
         self.reason = ""
         self.state_since = now
-        self.time_in = [0.0] * len(STATE_NAMES)
+        if not cython.compiled:  # compiled: a zero-filled C array
+            self.time_in = [0.0] * len(STATE_NAMES)
         self.members = []
         self.queues = set()
         self.tasks = {}
@@ -651,6 +682,9 @@ class _Agent:
         self.config = config
         self.id = config.id
         self.wrapup = -1.0
+        self.nch = 0  # channel ids below this may have capacity
+        self.wrap_entries = 0  # entries in wrap heaps (kept exact, unlike avail entries)
+        self.answer_keyed = False  # member of a fewest-answered queue (accept must re-key)
         self.skills = {}
         self.tenants = frozenset()
 
@@ -675,8 +709,8 @@ class Router:
     """
 
     def __init__(self, window=900.0, slots=15, seed=0, start=0.0):
-        if not window > 0 or slots < 1:
-            raise ValueError("window must be > 0 and slots >= 1")
+        if not window > 0 or not 1 <= slots <= MAX_SLOTS:
+            raise ValueError(f"window must be > 0 and slots in 1..{MAX_SLOTS}")
         self._queues = {}
         self._agents = {}
         self._tasks = {}
@@ -875,8 +909,12 @@ class Router:
         agent.tenants = frozenset(config.tenants)
         for i in range(MAX_CHANNELS):
             agent.cap[i] = 0
+        agent.nch = 0
         for name, n in config.capacity.items():
-            agent.cap[self._channel_id(name)] = n
+            ch = self._channel_id(name)
+            agent.cap[ch] = n
+            if n > 0 and ch + 1 > agent.nch:
+                agent.nch = ch + 1
         for q in self._queues.values():
             if self._serves(agent, q):
                 self._join(agent, q, now)
@@ -935,6 +973,8 @@ class Router:
         for sid, _lvl in b.req:
             score += agent.skills.get(sid, 0)
         m = _Member(agent, b, order, score)
+        if q.strategy == S_FEWEST_ANSWERED:
+            agent.answer_keyed = True
         agent.members.append(m)
         b.members.append(m)
         self._place(m)
@@ -947,6 +987,7 @@ class Router:
         if m.wrap >= 0:
             b.wrap.remove(m.wrap)
             m.wrap = -1
+            m.agent.wrap_entries -= 1
         m.agent.members.remove(m)
         b.members.remove(m)
 
@@ -1070,11 +1111,13 @@ class Router:
         if spare and agent.presence == P_WRAPUP and b.q.preempt:
             if m.wrap < 0:
                 m.wrap = b.wrap.push(agent.wrap_until, agent.index, m)
+                agent.wrap_entries += 1
             else:
                 b.wrap.update(m.wrap, agent.wrap_until, agent.index)
         elif m.wrap >= 0:
             b.wrap.remove(m.wrap)
             m.wrap = -1
+            agent.wrap_entries -= 1
 
     def _pstate(self, agent):
         p = agent.presence
@@ -1090,8 +1133,22 @@ class Router:
         time in its previous state and report a change of public state
         (against ``agent.pstate``, the last state reported, so that nested
         changes report each transition once)."""
-        for m in agent.members:
-            self._place(m)
+        if agent.presence == P_WRAPUP or agent.wrap_entries > 0 or self._has_room(agent):
+            for m in agent.members:
+                self._place(m)
+        # else: no channel has room, so every entry is stale and removal is lazy
+        self._report(agent, now, reason, events)
+
+    def _has_room(self, agent):
+        if agent.presence != P_READY:
+            return False
+        for ch in range(agent.nch):  # noqa: SIM110 (a loop over a C array, not a generator)
+            if agent.load[ch] < agent.cap[ch]:
+                return True
+        return False
+
+    def _report(self, agent, now, reason, events):
+        """Report a change of public state (without re-placing the agent)."""
         old = agent.pstate
         new = self._pstate(agent)
         if new != old:
@@ -1426,7 +1483,7 @@ class Router:
                 return
         if task._c.preempt and len(b.wrap) > 0:
             m = b.wrap.peek()
-            if task._declined is None or m.agent not in task._declined:
+            if m.agent.presence == P_WRAPUP and (task._declined is None or m.agent not in task._declined):
                 agent = m.agent
                 self._end_wrapup(agent, now, "preempted", events)
                 self._offer(task, agent, now, events)
@@ -1603,14 +1660,12 @@ class Router:
             task._wait_handle = -1
         if not task._answered:
             task._answered = True
-            cell.add(now, C_ANSWERED, 1.0)
-            cell.add(now, C_WAIT_SUM, wait)
-            if wait > 0:
-                cell.add(now, C_WAITED, 1.0)
-            if wait <= task._c.threshold:
-                cell.add(now, C_ANSWERED_SL, 1.0)
+            cell.answered(now, wait, wait <= task._c.threshold)
         events.append(_ev_assigned(now, task.id, agent.id, offer_id, wait))
-        self._touch(agent, now, "accepted", events)
+        if agent.answer_keyed:  # its key moved in some fewest-answered queue
+            self._touch(agent, now, "accepted", events)
+        else:  # load and presence unchanged: nothing to re-place
+            self._report(agent, now, "accepted", events)
         while task._offers:
             other = task._offers[-1]
             self._drop_offer(other, now, "accepted_elsewhere", events)
@@ -1664,8 +1719,7 @@ class Router:
             self._remember(task, agent, now)
         self._end(task)
         cell = task._cell
-        cell.add(now, C_HANDLED, 1.0)
-        cell.add(now, C_HANDLE_SUM, talk + wrap)
+        cell.handled(now, talk + wrap)
         events.append(_ev_completed(now, task_id, agent.id, disposition, talk))
         if wrap > 0 and agent.presence == P_READY:
             self._set_presence(agent, P_WRAPUP, now)
@@ -1938,6 +1992,9 @@ class Router:
     def task_ids(self):
         return list(self._tasks)
 
+    def _time_in(self, a):
+        return [a.time_in[i] for i in range(len(STATE_NAMES))]
+
     def _loads(self, a):
         loads = {}
         for i in range(len(self._channel_names)):
@@ -1947,7 +2004,7 @@ class Router:
 
     def agent_info(self, agent_id, now):
         a = self._agents[agent_id]
-        time_in = list(a.time_in)
+        time_in = self._time_in(a)
         time_in[a.pstate] += max(0.0, now - a.state_since)
         staffed = time_in[P_READY] + time_in[P_OFFERED] + time_in[P_BUSY] + time_in[P_WRAPUP]
         return {
@@ -1998,7 +2055,7 @@ class Router:
         for q in self._queues.values():
             self._staff(q, now, 0)
             qwin = q.qcell.window(now)
-            qtot = q.qcell.totals
+            qtot = q.qcell.since_start()
             classes = {}
             sums_w = [0.0] * NCOUNT
             sums_t = [0.0] * NCOUNT
@@ -2007,7 +2064,7 @@ class Router:
             for c in q.class_list:
                 cell = q.cells[c.index]
                 w = cell.window(now)
-                tot = cell.totals
+                tot = cell.since_start()
                 for i in range(NCOUNT):
                     sums_w[i] += w[i]
                     sums_t[i] += tot[i]
