@@ -18,7 +18,9 @@ SUITES: dict[str, tuple[str, str]] = {
     "gateway": ("bench.gateway", "fleet of simulated TCUs and agents against a gateway"),
     "ceiling": ("bench.ceiling", "bare uvloop split-and-ack server, the gateway's ceiling"),
     "netem": ("bench.netem", "TCP vs QUIC over emulated cellular links (network namespaces)"),
+    "quic": ("bench.quic", "JT/T 808 ingest over QUIC vs a bare aioquic echo of the same frames"),
     "store": ("bench.store", "location writes to PostgreSQL vs a bare COPY loop"),
+    "dashboard": ("bench.dashboard", "the live dashboard's once-a-second cost on the event loop"),
 }
 
 

@@ -113,6 +113,7 @@ class Gateway:
         self._duties = [
             self.loop.create_task(self._every(1.0, self.terminals.flush), name="terminal-flush"),
             self.loop.create_task(self._every(5.0, self.downlink.expire), name="command-expiry"),
+            self.loop.create_task(self.sessions.watch_unresolved(), name="unresolved-sessions"),
             self.loop.create_task(self._lag_monitor(), name="loop-lag"),
         ]
         self.ready = True
@@ -266,6 +267,9 @@ class Gateway:
         )
         yield CounterMetricFamily(
             "telacd_store_location_seconds", "time writing locations", value=st.location_seconds
+        )
+        yield CounterMetricFamily(
+            "telacd_store_location_batches", "location batches written", value=st.location_batches
         )
         yield CounterMetricFamily("telacd_store_shed", "location rows shed by the store queue", value=st.shed)
         yield CounterMetricFamily("telacd_store_errors", "failed store writes (retried)", value=st.errors)

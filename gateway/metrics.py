@@ -82,6 +82,8 @@ class Metrics:
         # sessions and routing
         self.sessions_created: collections.Counter[str] = collections.Counter()  # by kind
         self.sessions_merged = 0
+        self.sessions_closed: collections.Counter[str] = collections.Counter()  # by final state
+        self.unresolved_escalations = 0  # sessions sent to the supervisor queue (unresolved_after_s)
         self.offers = 0
         self.accepts = 0
         self.rejects = 0
@@ -89,6 +91,7 @@ class Metrics:
         self.escalations = 0
         self.commands: collections.Counter[str] = collections.Counter()  # by outcome
         self.crash_to_offer = Histogram(LATENCY_BUCKETS)
+        self.commit_latency = Histogram(LATENCY_BUCKETS)  # session commit submitted -> stored
         # event loop
         self.loop_lag = Histogram(LATENCY_BUCKETS)
         # agents and subscribers
@@ -194,6 +197,18 @@ class Collector:
             "alerts merged into an open session",
             m.sessions_merged,
         )
+        closed = CounterMetricFamily(
+            "telacd_sessions_closed", "sessions closed, by final state", labels=["state"]
+        )
+        for state, n in sorted(m.sessions_closed.items()):
+            closed.add_metric([state], n)
+        yield closed
+        yield _counter(
+            CounterMetricFamily,
+            "telacd_unresolved_escalations",
+            "sessions open past [sessions] unresolved_after_s, sent to the supervisor queue",
+            m.unresolved_escalations,
+        )
         o = CounterMetricFamily("telacd_offers", "offers to agents, by outcome", labels=["outcome"])
         o.add_metric(["offered"], m.offers)
         o.add_metric(["accepted"], m.accepts)
@@ -210,6 +225,12 @@ class Collector:
             "telacd_crash_to_offer_seconds",
             "alert ingress to offer delivered",
             m.crash_to_offer,
+        )
+        yield _histogram(
+            HistogramMetricFamily,
+            "telacd_session_commit_seconds",
+            "session commit submitted to stored (an alert is acknowledged after it)",
+            m.commit_latency,
         )
         yield _histogram(HistogramMetricFamily, "telacd_loop_lag_seconds", "event-loop lag", m.loop_lag)
         yield GaugeMetricFamily(

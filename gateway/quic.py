@@ -490,13 +490,14 @@ class Endpoint:
         send = self.send
         for data, addr in quic.datagrams_to_send(now=self.loop.time()):
             send(data, addr)
+        # One timer, re-armed lazily: aioquic's deadline moves with nearly every
+        # packet (ack delay, loss detection, idle), so a timer that would fire
+        # earlier than the new deadline is kept; when it fires it only re-arms.
         timer_at = quic.get_timer()
-        if self._timer_at != timer_at:
+        if timer_at is not None and (self._timer is None or timer_at < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
-                self._timer = None
-            if timer_at is not None:
-                self._timer = self.loop.call_at(timer_at, self._on_timer)
+            self._timer = self.loop.call_at(timer_at, self._on_timer)
             self._timer_at = timer_at
         for stream in self.streams.values():
             if stream._writing_paused:
@@ -509,6 +510,13 @@ class Endpoint:
         self._timer = None
         now = max(self._timer_at or 0.0, self.loop.time())
         self._timer_at = None
+        due = self.quic.get_timer()
+        if due is None:
+            return
+        if due > now:  # armed for an earlier deadline that has since moved
+            self._timer = self.loop.call_at(due, self._on_timer)
+            self._timer_at = due
+            return
         self.quic.handle_timer(now=now)
         self.process_events()
         self.transmit()

@@ -44,6 +44,9 @@ log = logging.getLogger("telacd.sessions")
 
 _ids = itertools.count(1)
 
+UNRESOLVED = "unresolved"  # kind of the supervisor session an unresolved session raises
+UNRESOLVED_MARK = "unresolved_escalation"  # key in an escalated session's data: its supervisor session's id
+
 
 def new_session_id(now: float) -> str:
     """Sortable and unique: milliseconds since the epoch, a per-process counter and the pid."""
@@ -179,6 +182,7 @@ class SessionManager:
         self.incidents: dict[str, str] = {}
         self.by_key: dict[str, str] = {}  # idempotency key -> session id (open or recently created)
         self._pending_keys: dict[str, asyncio.Future] = {}
+        self._escalating: set[str] = set()  # unresolved sessions being escalated now
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -188,12 +192,14 @@ class SessionManager:
         s.updated_at = now
         rows = [NewEvent(s.id, name, now, data, s.tenant, s.queue, s.kind) for name, data in events]
         fut = self.gw.store.commit_nowait([s.row()], rows)
-        fut.add_done_callback(self._committed)
+        submitted = self.gw.loop.time()
+        fut.add_done_callback(lambda f: self._committed(f, submitted))
         return fut
 
-    def _committed(self, fut: asyncio.Future) -> None:
+    def _committed(self, fut: asyncio.Future, submitted: float) -> None:
         if fut.cancelled():
             return
+        self.gw.metrics.commit_latency.observe(self.gw.loop.time() - submitted)
         exc = fut.exception()
         if exc is not None:
             self.gw.metrics.store_errors += 1
@@ -624,6 +630,7 @@ class SessionManager:
             self._watch(s, -1)
         s.state = state
         s.closed_at = time.time()
+        self.gw.metrics.sessions_closed[state] += 1
         if disposition is not None:
             s.disposition = disposition if isinstance(disposition, str) else str(disposition)
         self.record(s, [(event or state, data)])
@@ -652,6 +659,79 @@ class SessionManager:
                 str(disposition.get("code", "")) if isinstance(disposition, dict) else str(disposition)
             )
         self.gw.routing.complete(sid, disposition)
+
+    # -- unresolved sessions ------------------------------------------------------------------------
+    #
+    # A session still open [sessions] unresolved_after_s after it was created (a complaint nobody closed
+    # in 24 h) is sent up: an "escalated" event (reason "unresolved") on the session, so the feed tells
+    # downstream systems, and a new session of kind "unresolved" in unresolved_queue, so a supervisor gets
+    # an offer. The original stays where it is (with its agent, or waiting). Once per session, also across
+    # restarts: the supervisor session is created with the idempotency key "unresolved:<id>" (a second
+    # attempt finds it), and the original's data keeps its id under UNRESOLVED_MARK.
+
+    def unresolved_period(self) -> float:
+        """How often to look: a tenth of the limit, within 0.05-5 s (so a 24 h limit is checked every 5 s)."""
+        after = self.gw.cfg.sessions["unresolved_after_s"]
+        return 5.0 if after <= 0 else min(5.0, max(0.05, after / 10.0))
+
+    async def watch_unresolved(self) -> None:
+        """The periodic duty (Gateway.start). The period is re-read every round: a reload may change it."""
+        while True:
+            await asyncio.sleep(self.unresolved_period())
+            try:
+                await self.check_unresolved()
+            except Exception as e:  # the duty must keep running
+                log.warning("unresolved-session check failed: %r", e)
+
+    async def check_unresolved(self, now: float | None = None) -> list[str]:
+        """Escalate each open session past ``unresolved_after_s`` (once); return the ids escalated now."""
+        gw = self.gw
+        after = gw.cfg.sessions["unresolved_after_s"]
+        target = gw.cfg.sessions["unresolved_queue"]
+        if after <= 0 or not target or gw.cfg.queue(target) is None:
+            return []
+        now = time.time() if now is None else now
+        due = [
+            s
+            for s in self.open.values()
+            if now - s.created_at >= after
+            and s.kind != UNRESOLVED
+            and s.queue != target  # already in front of the supervisors
+            and UNRESOLVED_MARK not in s.data
+            and s.id not in self._escalating
+        ]
+        done = []
+        for s in due:
+            self._escalating.add(s.id)
+            try:
+                await self._escalate_unresolved(s, target, now - s.created_at)
+                done.append(s.id)
+            except Exception as e:  # not stored: the next round tries again
+                log.warning("unresolved session %s not escalated yet: %r", s.id, e)
+            finally:
+                self._escalating.discard(s.id)
+        return done
+
+    async def _escalate_unresolved(self, s: Session, target: str, age: float) -> None:
+        detail = {"session": s.id, "kind": s.kind, "queue": s.queue, "state": s.state, "agent": s.agent,
+                  "phone": s.phone, "created_at": s.created_at, "open_s": round(age, 3)}  # fmt: skip
+        sup, _ = await self.request(
+            channel="data",
+            queue=target,
+            tenant=s.tenant,
+            kind=UNRESOLVED,
+            klass=None,
+            customer=dict(s.data.get("customer") or {}),
+            skills={},
+            data=detail,
+            idempotency_key=f"unresolved:{s.id}",
+        )
+        if s.id not in self.open:
+            return  # closed while the supervisor session was stored: nothing left to mark
+        s.data[UNRESOLVED_MARK] = sup.id
+        self.gw.metrics.unresolved_escalations += 1
+        self.record(s, [("escalated", {"reason": "unresolved", "to": target, "supervisor_session": sup.id,
+                                       "open_s": round(age, 3)})])  # fmt: skip
 
     # -- recovery ---------------------------------------------------------------------------------
 

@@ -432,3 +432,22 @@ def test_the_demo_runs_its_fleet_over_quic(tmp_path, cert_pair):
     assert f"quic://127.0.0.1:{port}" in out.stdout
     assert re.search(r"vehicles 20/20", out.stdout), out.stdout
     assert int(re.search(r"demo stopped: (\d+) sessions", out.stdout).group(1)) >= 1
+
+
+def test_the_quic_benchmark_runs_and_reports_both_servers():
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "bench", "quic", "--json", "--rounds", "1", "--seconds", "0.5",
+         "--warmup", "0.2", "--connections", "2", "--batch", "4"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result["echo_frames_per_s"] > 0 and result["gateway_frames_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["gateway_frames_per_s"] / result["echo_frames_per_s"], rel=0.01
+    )
+    assert set(result["server_cpu_us_per_frame"]) == {"echo", "gateway"}
