@@ -41,6 +41,7 @@ import asyncio
 import bisect
 import collections
 import contextlib
+import itertools
 import logging
 import math
 import pathlib
@@ -70,7 +71,7 @@ HOUR = 3600.0
 TICK_S = 1.0  # one snapshot a second: the floor reads it, nobody needs more
 SPARK_POINTS = 180  # three minutes of one-second samples
 LATENCY_WINDOW_S = 60.0  # each sparkline point is the percentile over the last minute
-MAX_VEHICLES = 3000  # vehicle dots per update; larger fleets are sampled evenly
+MAX_VEHICLES = 2000  # vehicle dots per update (up to twice this); larger fleets are sampled evenly
 MAX_SESSIONS = 300  # rows in the active-sessions list (the oldest waiting first)
 TRAIL_POINTS = 1500  # points of a trail sent to the page
 BACKFILL_LIMIT = 20000  # sessions read from the store at start to seed the last hour
@@ -222,6 +223,46 @@ class Rolling:
 
     def __len__(self) -> int:
         return len(self._order)
+
+
+# -- fleet sample --------------------------------------------------------------------------------
+
+
+class FleetSample:
+    """An evenly strided sample of at most ``cap``..``2·cap`` vehicles, kept up to date cheaply.
+
+    Scanning 100,000 vehicles each second would stall the event loop for tens of
+    milliseconds (every object is touched, and they are spread over memory). The
+    registry only ever grows and a dict keeps insertion order, so the sample takes
+    every ``stride``-th vehicle in insertion order and, on each call, only looks at
+    the vehicles added since (read from the dict's end). When the sample passes
+    twice the cap the stride doubles and every other member is dropped. A full
+    rescan happens only if the registry shrank, or every ``rescan_s`` as hygiene.
+    """
+
+    def __init__(self, cap: int = MAX_VEHICLES, rescan_s: float = 600.0) -> None:
+        self.cap = cap
+        self.rescan_s = rescan_s
+        self.stride = 1
+        self.members: list[Any] = []
+        self.seen = 0  # vehicles of the registry considered so far (a prefix in insertion order)
+        self._scanned = time.monotonic()
+
+    def update(self, vehicles: dict[str, Any]) -> list[Any]:
+        n = len(vehicles)
+        if n < self.seen or time.monotonic() - self._scanned > self.rescan_s:
+            self.stride, self.members, self.seen = 1, [], 0
+            self._scanned = time.monotonic()
+        if n > self.seen:
+            added = list(itertools.islice(reversed(vehicles.values()), n - self.seen))
+            added.reverse()
+            first = (-self.seen) % self.stride  # keep the stride across the seam
+            self.members.extend(added[first :: self.stride])
+            self.seen = n
+            while len(self.members) > 2 * self.cap:
+                self.members = self.members[::2]
+                self.stride *= 2
+        return self.members
 
 
 # -- queues --------------------------------------------------------------------------------------
@@ -377,6 +418,7 @@ class Dashboard:
         self.dispositions = Rolling()
         self.requests = Rolling()
         self.by_region = Rolling()
+        self.fleet = FleetSample()
         self._inbox: collections.deque[EventRow] = collections.deque(maxlen=100_000)
         self._backfilled: set[str] = set()
         self._backfill_until = 0.0
@@ -529,48 +571,55 @@ class Dashboard:
         for s in rows[:MAX_SESSIONS]:
             d = s.data
             pos = d.get("position")
-            vehicle = d.get("vehicle") or {}
+            located = isinstance(pos, dict) and pos.get("lat") is not None
+            request = d.get("request")
+            # one row a second per open session per viewer: only what the list and the map show
             out.append(
                 {
                     "id": s.id,
                     "kind": s.kind,
                     "state": s.state,
-                    "queue": s.queue,
-                    "waiting_in": gateway_queue(s.waiting_in) if s.waiting_in else s.queue,
+                    "queue": gateway_queue(s.waiting_in) if s.waiting_in else s.queue,
                     "tenant": s.tenant,
                     "class": s.klass,
-                    "priority": s.priority,
-                    "created_at": s.created_at,
-                    "arrival": s.arrival,
+                    "arrival": round(s.arrival, 3),
                     "agent": s.agent,
                     "phone": s.phone,
-                    "plate": vehicle.get("plate"),
-                    "lat": pos.get("lat") if isinstance(pos, dict) else None,
-                    "lon": pos.get("lon") if isinstance(pos, dict) else None,
+                    "plate": (d.get("vehicle") or {}).get("plate"),
+                    "lat": round(pos["lat"], 5) if located else None,
+                    "lon": round(pos["lon"], 5) if located else None,
                     "alarms": d.get("alarms") or [],
                     "alerts": d.get("alerts", 1),
-                    "request": d.get("request"),
+                    "request": request[:80] if isinstance(request, str) else None,
                 }
             )
         return out
 
     def map_layer(self) -> dict[str, Any]:
-        """Vehicle dots: [lat, lon, flags] (1 online, 2 has an open session), evenly sampled past the cap."""
-        vehicles = self.gw.terminals.vehicles
-        located = [v for v in list(vehicles.values()) if v.last_loc is not None]
-        step = max(1, math.ceil(len(located) / MAX_VEHICLES))
+        """Vehicle dots ``[lat, lon, flags]`` (flags: 1 online, 2 has an open session).
+
+        Past :data:`MAX_VEHICLES` the fleet is sampled (:class:`FleetSample`), so a tick
+        touches a few thousand vehicles whatever the fleet size; vehicles with open
+        sessions are always drawn (found from the sessions, not by scanning the fleet).
+        """
+        gw = self.gw
+        vehicles = gw.terminals.vehicles
         dots = []
-        online = 0
-        for i, v in enumerate(located):
-            on = v.conn is not None
-            online += on
-            if i % step == 0 or v.sessions:
+        for v in self.fleet.update(vehicles):
+            loc = v.last_loc
+            if loc is not None and not v.sessions:
+                dots.append([round(loc.lat, 5), round(loc.lon, 5), 1 if v.conn is not None else 0])
+        seen = set()
+        for s in gw.sessions.open.values():
+            if s.phone in seen or not s.phone:
+                continue
+            seen.add(s.phone)
+            v = vehicles.get(s.phone)
+            if v is not None and v.last_loc is not None:
                 loc = v.last_loc
-                dots.append(
-                    [round(loc.lat, 5), round(loc.lon, 5), (1 if on else 0) | (2 if v.sessions else 0)]
-                )
-        return {"vehicles": dots, "located": len(located), "online": online, "known": len(vehicles),
-                "sampled": step > 1}  # fmt: skip
+                dots.append([round(loc.lat, 5), round(loc.lon, 5), 3 if v.conn is not None else 2])
+        return {"vehicles": dots, "known": len(vehicles), "online": gw.metrics.connections_open,
+                "sampled": self.fleet.stride > 1}  # fmt: skip
 
     # -- the tick --------------------------------------------------------------------------------
 

@@ -11,10 +11,21 @@ import math
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from acd_core import erlang
 from gateway import config
-from gateway.dashboard import DASHBOARD, ELSEWHERE, NOWHERE, Regions, Rolling, _sum_windows, aggregate_queues
+from gateway.dashboard import (
+    DASHBOARD,
+    ELSEWHERE,
+    NOWHERE,
+    FleetSample,
+    Regions,
+    Rolling,
+    _sum_windows,
+    aggregate_queues,
+)
 from tests.gateway.harness import running_gateway
 from tests.gateway.test_e2e import SOS, online_terminal, open_agent
 
@@ -103,6 +114,32 @@ def test_rolling_counts_expire_exactly_even_out_of_order():
     assert dict(r.counts) == {"crash": 1, "sos": 1, "service": 1}
     r.expire(1000)
     assert r.top() == [] and len(r) == 0
+
+
+# -- fleet sample -----------------------------------------------------------------------------------
+
+
+@given(cap=st.integers(1, 40), batches=st.lists(st.integers(0, 200), max_size=12))
+def test_fleet_sample_is_an_even_stride_of_the_registry(cap, batches):
+    registry: dict[str, int] = {}
+    sample = FleetSample(cap=cap)
+    for size in batches:
+        for _ in range(size):
+            registry[f"v{len(registry)}"] = len(registry)
+        members = sample.update(registry)
+        assert members == list(registry.values())[:: sample.stride]
+        assert len(members) <= 2 * cap
+        assert sample.stride == 1 or len(registry) > 2 * cap  # no thinning before it is needed
+
+
+def test_fleet_sample_rescans_when_the_registry_shrinks():
+    registry = {f"v{i}": i for i in range(10)}
+    sample = FleetSample(cap=100)
+    assert sample.update(registry) == list(range(10))
+    del registry["v3"]
+    registry["v10"] = 10
+    del registry["v4"]
+    assert sample.update(registry) == [0, 1, 2, 5, 6, 7, 8, 9, 10]
 
 
 # -- folding engine queues onto configured queues -------------------------------------------------------

@@ -150,7 +150,7 @@ export function renderSessions(tbody, snap, selected) {
           h("div", { class: "muted small", text: x.request || (x.alarms || []).join(", ") || x.tenant })),
         h("td", { class: "num" }, ticking(x.arrival)),
         h("td", {}, h("span", { class: `state st-${x.state}`, text: x.state })),
-        h("td", { class: "small", text: x.agent || x.waiting_in }),
+        h("td", { class: "small", text: x.agent || x.queue }),
       ), // prettier-ignore
     ),
   );
