@@ -1170,7 +1170,10 @@ class Router:
     # -- timers ---------------------------------------------------------------
 
     def _arm(self, kind, obj, deadline):
-        timer = _Timer(kind, obj, deadline)
+        timer = _Timer.__new__(_Timer)  # no __init__ argument parsing
+        timer.kind = kind
+        timer.obj = obj
+        timer.deadline = deadline
         timer.handle = self._timers.push(deadline, 0.0, timer)
         return timer
 
@@ -1238,11 +1241,11 @@ class Router:
             task.tenant = q.tenant
         elif not q.shared and task.tenant != q.tenant:
             raise ValueError(f"task {task.id!r} of tenant {task.tenant!r} in queue of {q.tenant!r}")
-        if math.isnan(task.priority):
+        if task.priority != task.priority:  # NaN: not given (a C test, unlike math.isnan)
             task.priority = c.priority
-        if math.isnan(task.arrival):
+        if task.arrival != task.arrival:
             task.arrival = now
-        if math.isnan(task.deadline):
+        if task.deadline != task.deadline:
             task.deadline = task.arrival + c.target
         task._q = q
         task._c = c
@@ -1320,15 +1323,15 @@ class Router:
     def _merge(self, existing, task, now, events):
         q = self._queues.get(task.queue)
         priority = task.priority
-        if math.isnan(priority) and q is not None:
+        if priority != priority and q is not None:
             c = q.default if task.cls is None else q.classes.get(task.cls, q.default)
             priority = c.priority
             if existing._q is q and c.priority > existing._c.priority:
                 existing._c = c
                 existing.cls = c.name
-        if not math.isnan(priority) and priority > existing.priority:
+        if priority == priority and priority > existing.priority:
             existing.priority = priority
-        if not math.isnan(task.deadline) and task.deadline < existing.deadline:
+        if task.deadline == task.deadline and task.deadline < existing.deadline:
             existing.deadline = task.deadline
         if task.attributes:
             if existing.attributes is None:
@@ -1545,7 +1548,11 @@ class Router:
         q = task._bucket.q
         oid = self._next_offer
         self._next_offer += 1
-        offer = _Offer(oid, task, agent, now + q.offer_timeout)
+        offer = _Offer.__new__(_Offer)
+        offer.id = oid
+        offer.task = task
+        offer.agent = agent
+        offer.expires_at = now + q.offer_timeout
         offer.timer = self._arm(K_OFFER, offer, offer.expires_at)
         self._unfile(task)
         if task._ring_timer is not None and task._ring_timer.kind == K_RETRY:
