@@ -319,8 +319,18 @@ class SessionManager:
             **data,
         }
         fut = self.record(s, [("created", created), ("queued", {"queue": s.queue, "reason": "new"})])
+        fut.add_done_callback(lambda f: self._drop_unstored(f, s))
         self._attach_trail(s)
         return s, fut
+
+    def _drop_unstored(self, fut: asyncio.Future, s: Session) -> None:
+        """A new session whose first commit failed was never stored: forget it.
+
+        The alert was not acknowledged, so the vehicle re-sends it; that must open the session anew
+        (with its "created" event), not merge into one that exists only in this process's memory.
+        """
+        if (fut.cancelled() or fut.exception() is not None) and self.open.get(s.id) is s:
+            self._forget(s)
 
     async def request(
         self,
