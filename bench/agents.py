@@ -37,10 +37,11 @@ class AgentOptions:
 class Observations:
     def __init__(self) -> None:
         self.offers = 0
-        self.assigned = 0
+        self.assignments = 0
         self.completed = 0
-        self.withdrawn = 0
+        self.withdrawals = 0
         self.errors = 0
+        self.failures: list[str] = []  # unexpected exceptions in an agent's loop (it reconnects)
         self.duplicate_offers = 0
         self.offer_log: list[tuple[str, str, str, float]] = []  # (session, phone, kind, received at)
         self._holder: dict[str, tuple[str, str]] = {}  # session -> (agent, offer) of the outstanding offer
@@ -59,14 +60,14 @@ class Observations:
         self.offer_log.append((sid, phone, s.get("kind", ""), now))
 
     def withdrawn(self, msg: dict[str, Any]) -> None:
-        self.withdrawn += 1
+        self.withdrawals += 1
         sid = msg.get("session")
         held = self._holder.get(sid)
         if held is not None and str(held[1]) == str(msg.get("offer")):
             del self._holder[sid]
 
     def assigned(self, sid: str) -> None:
-        self.assigned += 1
+        self.assignments += 1
         if sid in self._assigned:
             self.duplicate_offers += 1
         self._assigned.add(sid)
@@ -105,6 +106,9 @@ class AgentPool:
                 await self._serve(agent_id, conn)
             except (ConnectionError, OSError, PermissionError, TimeoutError):
                 pass
+            except Exception as e:  # a bug here must not silently take an agent away from the run
+                self.obs.errors += 1
+                self.obs.failures.append(repr(e))
             finally:
                 self.connected = max(0, self.connected - 1)
                 await conn.close()

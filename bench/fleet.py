@@ -13,22 +13,49 @@ drives tens of thousands of terminals. Client sockets are spread over source
 addresses in 127.0.0.0/8 (``source_ips``) so that more connections than one
 address has ephemeral ports fit. A process may hold at most RLIMIT_NOFILE
 sockets (20,000 on the reference machine): larger fleets run as several
-processes (see bench/gateway.py).
+processes, :class:`ShardedFleet`, each one a :class:`Fleet` in
+``python -m bench.fleet --shard`` driven over its stdin/stdout.
+
+Two ways to offer load:
+
+* **open loop** (the default): every vehicle reports on its interval, scaled by
+  ``rate_scale``. With ``window`` > 0 a vehicle that already has ``window``
+  reports unanswered skips the next one and counts it in ``deferred``, as a
+  real TCU keeps unacknowledged positions for a later blind-area upload
+  (0x0704) instead of piling them onto a stalled link; alarms are never
+  skipped.
+* **closed loop** (``saturate``): every vehicle keeps ``window`` reports in
+  flight and sends the next one as soon as one is acknowledged. This finds
+  the highest rate a server answers, whatever it is: the bench's ``ceiling``
+  and the gateway's throughput are both measured this way.
 
 Measurements (``Fleet.stats``): frames sent and acknowledged, the round trip
-of every acknowledgement, and every alarm: when it was sent and when its
-0x8001 came back, so the load generator can match alarms to sessions.
+of every acknowledgement (microseconds, into an HDR histogram by
+:meth:`Fleet.snapshot`), and every alarm: when it was sent and when its 0x8001
+came back (``alarm_log``), so the load generator can match alarms to sessions.
+Times are ``time.monotonic()``, one clock for every process on the machine.
+
+The connect step is pluggable: ``FleetOptions.transport`` names an entry of
+``CONNECTORS`` (``"tcp"`` here), a coroutine that connects one terminal.
 """
 
 from __future__ import annotations
 
+import argparse
+import array
 import asyncio
 import itertools
 import math
+import os
 import random
+import struct
+import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import msgpack
 
 from protocols.jt808 import events as ev
 from protocols.jt808.connection import Connection, Role
@@ -36,6 +63,7 @@ from protocols.jt808.messages import make_location
 
 ALARM_BITS = {"crash": 29, "sos": 0, "rollover": 30}
 TICK = 0.1  # seconds per wheel slot
+RTT_HIGHEST_US = 600_000_000  # ten minutes: anything later is clipped into the top bucket
 
 
 @dataclass
@@ -57,6 +85,10 @@ class FleetOptions:
     spread_km: float = 30.0
     seed: int = 1
     register: bool = True  # False: authenticate with the phone as code (devices that never register)
+    transport: str = "tcp"  # a key of CONNECTORS
+    window: int = 0  # unanswered reports a vehicle allows itself (0: no limit); see the module docstring
+    saturate: bool = False  # closed loop: keep ``window`` reports in flight per vehicle
+    connect_concurrency: int = 256
 
 
 class Stats:
@@ -67,24 +99,62 @@ class Stats:
         self.disconnects = 0
         self.sent = 0
         self.acked = 0
-        self.rtts: list[float] = []  # seconds, every acknowledged frame (reset by take_rtts)
+        self.deferred = 0  # open-loop reports skipped because the vehicle's window was full
+        self.rtts = array.array("d")  # seconds, every acknowledged frame since the last take_rtts()
         self.alarms_sent = 0
         self.alarms_acked = 0
         self.alarm_log: list[tuple[str, str, float, float | None]] = []  # (phone, kind, sent, acked)
         self.service_sent = 0
         self.commands_answered = 0
 
-    def take_rtts(self) -> list[float]:
-        out, self.rtts = self.rtts, []
+    def take_rtts(self) -> array.array:
+        out, self.rtts = self.rtts, array.array("d")
         return out
+
+    COUNTERS = (
+        "connected",
+        "online",
+        "connect_errors",
+        "disconnects",
+        "sent",
+        "acked",
+        "deferred",
+        "alarms_sent",
+        "alarms_acked",
+        "service_sent",
+        "commands_answered",
+    )
+
+    def counters(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.COUNTERS}
+
+
+def rtt_histogram(rtts: array.array) -> Any:
+    """An HDR histogram (microseconds, 3 significant digits) of round trips in seconds.
+
+    Recording value by value costs ~2 us each in Python; values are rounded to
+    whole microseconds and recorded once per distinct value with its count.
+    """
+    import numpy as np
+    from hdrh.histogram import HdrHistogram
+
+    h = HdrHistogram(1, RTT_HIGHEST_US, 3)
+    if len(rtts):
+        us = np.clip(np.rint(np.frombuffer(rtts, dtype=np.float64) * 1e6), 1, RTT_HIGHEST_US).astype(np.int64)
+        values, counts = np.unique(us, return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist()):
+            h.record_value(v, c)
+    return h
 
 
 class SimTerminal(asyncio.Protocol):
     __slots__ = (
+        "alarm_bits",
         "alarm_pending",
         "conn",
         "fleet",
         "heading",
+        "last_loc",
         "last_sent",
         "lat",
         "lon",
@@ -107,6 +177,8 @@ class SimTerminal(asyncio.Protocol):
         self.last_sent = 0.0
         self.outstanding: dict[int, tuple[float, int]] = {}  # serial -> (sent at, alarm log index or -1)
         self.alarm_pending: str | None = None
+        self.alarm_bits = 0  # alarm bits of the last report sent
+        self.last_loc: Any = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -124,7 +196,8 @@ class SimTerminal(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
-        stats = self.fleet.stats
+        fleet = self.fleet
+        stats = fleet.stats
         for e in self.conn.receive_data(data, now):
             t = type(e)
             if t is ev.Acknowledged:
@@ -150,6 +223,8 @@ class SimTerminal(asyncio.Protocol):
                 else:
                     self.transport.write(self.conn.ack(e))
                 stats.commands_answered += 1
+        if fleet.saturate and self.online:
+            self._refill()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.online:
@@ -173,6 +248,26 @@ class SimTerminal(asyncio.Protocol):
         self.fleet.stats.sent += 1
         self.transport.write(data)
 
+    def _refill(self) -> None:
+        """Closed loop: top the reports in flight up to the window, in one write."""
+        missing = self.fleet.window - len(self.outstanding)
+        if missing <= 0 or self.transport is None:
+            return
+        loc = self.last_loc
+        if loc is None:
+            loc = self.last_loc = self._location(0)
+        now = time.monotonic()
+        report = self.conn.report_location
+        out = []
+        outstanding = self.outstanding
+        for _ in range(missing):
+            serial, data = report(loc)
+            outstanding[serial] = (now, -1)
+            out.append(data)
+        self.last_sent = now
+        self.fleet.stats.sent += missing
+        self.transport.write(b"".join(out))
+
     def _location(self, alarm: int) -> Any:
         return make_location(
             round(self.lat, 6),
@@ -189,23 +284,32 @@ class SimTerminal(asyncio.Protocol):
         """Move and report (the wheel calls this every report interval)."""
         if not self.online or self.transport is None:
             return
-        rng = self.fleet.rng
+        kind = self.alarm_pending
+        fleet = self.fleet
+        if kind is None and fleet.window and len(self.outstanding) >= fleet.window:
+            fleet.stats.deferred += 1
+            return
+        rng = fleet.rng
         self.heading = (self.heading + rng.gauss(0, 20)) % 360
         self.speed = min(120.0, max(0.0, self.speed + rng.gauss(0, 5)))
         km = self.speed * dt / 3600
         self.lat += km / 111.0 * math.cos(math.radians(self.heading))
         self.lon += km / (111.0 * math.cos(math.radians(self.lat))) * math.sin(math.radians(self.heading))
-        kind = self.alarm_pending
         self.alarm_pending = None
         if kind is not None:
-            stats = self.fleet.stats
+            stats = fleet.stats
+            bit = 1 << ALARM_BITS[kind]
+            if self.alarm_bits & bit:
+                # the previous report still had this bit set: clear it first, or there is no edge
+                self._send(self.conn.report_location(self._location(0)))
             stats.alarm_log.append((self.phone, kind, time.monotonic(), None))
             stats.alarms_sent += 1
-            self._send(
-                self.conn.report_location(self._location(1 << ALARM_BITS[kind])), len(stats.alarm_log) - 1
-            )
+            self.alarm_bits = bit
+            self._send(self.conn.report_location(self._location(bit)), len(stats.alarm_log) - 1)
         else:
-            self._send(self.conn.report_location(self._location(0)))
+            self.alarm_bits = 0
+            self.last_loc = loc = self._location(0)
+            self._send(self.conn.report_location(loc))
 
     def raise_alarm(self, kind: str) -> None:
         """Report at once with the alarm bit set; the next report clears it (an edge per alarm)."""
@@ -228,6 +332,24 @@ class SimTerminal(asyncio.Protocol):
             self._send(self.conn.heartbeat())
 
 
+# -- connecting ---------------------------------------------------------------------------------
+
+Connector = Callable[["Fleet", SimTerminal, "str | None"], Awaitable[None]]
+
+
+async def connect_tcp(fleet: Fleet, term: SimTerminal, source_ip: str | None) -> None:
+    """One terminal over TCP from ``source_ip`` (any port); raises OSError on failure."""
+    loop = asyncio.get_running_loop()
+    opts = fleet.opts
+    await loop.create_connection(
+        lambda: term, opts.host, opts.port, local_addr=(source_ip, 0) if source_ip else None
+    )
+
+
+# transport name -> connector; other transports (QUIC) register themselves here
+CONNECTORS: dict[str, Connector] = {"tcp": connect_tcp}
+
+
 class Fleet:
     def __init__(self, opts: FleetOptions) -> None:
         self.opts = opts
@@ -239,15 +361,47 @@ class Fleet:
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self.rate_scale = 1.0  # multiplies report frequency (overload phases)
+        self.saturate = opts.saturate
+        self.window = opts.window
+        self.paused = False  # no reports, alarms or calls (connections kept, heartbeats go on)
+        self.connected_all = asyncio.Event()
 
     def phone(self, i: int) -> str:
         return f"{self.opts.phone_base + self.opts.first_index + i:012d}"
 
+    @property
+    def offered_per_s(self) -> float:
+        """Open-loop report rate the fleet is set to (reports/s), once every vehicle is online."""
+        return len(self.terminals) / self.opts.report_interval * self.rate_scale
+
     async def start(self) -> None:
         """Connect every vehicle over ``ramp_up`` seconds, then report, alarm and heartbeat."""
-        self._tasks.append(asyncio.get_running_loop().create_task(self._connect_all()))
-        self._tasks.append(asyncio.get_running_loop().create_task(self._run_wheel()))
-        self._tasks.append(asyncio.get_running_loop().create_task(self._events()))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._connect_all()))
+        self._tasks.append(loop.create_task(self._run_wheel()))
+        self._tasks.append(loop.create_task(self._events()))
+
+    def set_load(
+        self,
+        *,
+        rate_scale: float | None = None,
+        saturate: bool | None = None,
+        window: int | None = None,
+        paused: bool | None = None,
+    ) -> None:
+        """Change the offered load while running (the bench's phases)."""
+        if rate_scale is not None:
+            self.rate_scale = max(1e-6, rate_scale)
+        if window is not None:
+            self.window = window
+        if paused is not None:
+            self.paused = paused
+        if saturate is not None:
+            self.saturate = saturate
+            if saturate and not self.paused:
+                for term in self.terminals:
+                    if term.online:
+                        term._refill()
 
     async def _connect_all(self) -> None:
         loop = asyncio.get_running_loop()
@@ -256,7 +410,8 @@ class Fleet:
         n = opts.vehicles
         start = loop.time()
         lat0, lon0 = opts.center
-        sem = asyncio.Semaphore(256)
+        sem = asyncio.Semaphore(opts.connect_concurrency)
+        connector = CONNECTORS[opts.transport]
 
         async def one(i: int) -> None:
             r = opts.spread_km / 111.0
@@ -266,9 +421,7 @@ class Fleet:
             ip = next(ips)
             async with sem:
                 try:
-                    await loop.create_connection(
-                        lambda: term, opts.host, opts.port, local_addr=(ip, 0) if ip else None
-                    )
+                    await connector(self, term, ip)
                 except OSError:
                     self.stats.connect_errors += 1
                     return
@@ -288,6 +441,7 @@ class Fleet:
                 await asyncio.gather(*pending)
                 pending = []
         await asyncio.gather(*pending)
+        self.connected_all.set()
 
     async def _run_wheel(self) -> None:
         loop = asyncio.get_running_loop()
@@ -301,11 +455,13 @@ class Fleet:
                 await asyncio.sleep(delay)
             else:
                 next_tick = loop.time()  # we fell behind: do not try to catch up in a burst
-            dt = self.opts.report_interval / self.rate_scale
-            for term in self._wheel[slot]:
-                term.tick(dt)
+                await asyncio.sleep(0)
+            if not self.saturate and not self.paused:
+                dt = self.opts.report_interval / self.rate_scale
+                for term in self._wheel[slot]:
+                    term.tick(dt)
             slot = (slot + 1) % self._slots
-            if self.opts.heartbeat_interval < self.opts.report_interval:
+            if self.opts.heartbeat_interval < self.opts.report_interval or self.saturate or self.paused:
                 now = time.monotonic()
                 for term in self._wheel[hb_slot]:
                     term.heartbeat_if_quiet(now)
@@ -321,7 +477,7 @@ class Fleet:
             return
         while not self._stopping:
             await asyncio.sleep(self.rng.expovariate(rate))
-            if not self.terminals:
+            if not self.terminals or self.paused:
                 continue
             term = self.rng.choice(self.terminals)
             if not term.online:
@@ -331,10 +487,18 @@ class Fleet:
             else:
                 term.service_call(self.rng.choice(SERVICE_REQUESTS))
 
+    def snapshot(self) -> dict[str, Any]:
+        """Counters now, and an HDR histogram of the round trips since the last snapshot."""
+        out: dict[str, Any] = self.stats.counters()
+        out["rtt"] = rtt_histogram(self.stats.take_rtts())
+        out["at"] = time.monotonic()
+        return out
+
     async def stop(self) -> None:
         self._stopping = True
         for t in self._tasks:
             t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for term in self.terminals:
             if term.transport is not None:
                 term.transport.close()
@@ -348,3 +512,221 @@ SERVICE_REQUESTS = [
     "Flat tyre, need roadside assistance",
     "车辆故障灯亮了",
 ]
+
+
+# -- several processes ----------------------------------------------------------------------------
+#
+# A shard is ``python -m bench.fleet --shard``: it reads length-prefixed msgpack
+# commands on stdin and answers on stdout (the same framing as the agent
+# protocol's TCP encoding). Commands: {"op": "start", "options": {...}},
+# {"op": "load", ...set_load keywords}, {"op": "snapshot"}, {"op": "alarms"},
+# {"op": "stop"}. Every command is answered with one map.
+
+_LEN = struct.Struct(">I")
+
+
+def _frame(msg: dict[str, Any]) -> bytes:
+    body = msgpack.packb(msg, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+class _Shard:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lock = asyncio.Lock()
+
+    async def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        async with self.lock:
+            self.proc.stdin.write(_frame(msg))
+            await self.proc.stdin.drain()
+            head = await self.proc.stdout.readexactly(4)
+            body = await self.proc.stdout.readexactly(_LEN.unpack(head)[0])
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+
+class ShardedFleet:
+    """A fleet split over ``shards`` processes, driven like a :class:`Fleet`.
+
+    Vehicles are dealt out in contiguous blocks (phones stay unique); each
+    shard gets its own source addresses (``127.0.<10 + shard>.1-8``) unless
+    ``source_ips`` is given, in which case the list is dealt round-robin.
+    """
+
+    def __init__(self, opts: FleetOptions, shards: int) -> None:
+        self.opts = opts
+        self.n = max(1, shards)
+        self._shards: list[_Shard] = []
+        self.rate_scale = 1.0
+        self.stats_counters: dict[str, int] = {k: 0 for k in Stats.COUNTERS}
+
+    def shard_options(self) -> list[FleetOptions]:
+        out = []
+        per, extra = divmod(self.opts.vehicles, self.n)
+        first = self.opts.first_index
+        for k in range(self.n):
+            count = per + (1 if k < extra else 0)
+            if self.opts.source_ips:
+                ips = self.opts.source_ips[k :: self.n] or self.opts.source_ips
+            else:
+                ips = [f"127.0.{10 + k}.{j}" for j in range(1, 9)]
+            o = FleetOptions(
+                **{
+                    **asdict(self.opts),
+                    "vehicles": count,
+                    "first_index": first,
+                    "source_ips": ips,
+                    "seed": self.opts.seed + k,
+                }
+            )
+            # alarms and calls are fleet-wide rates: each shard raises its share
+            share = count / max(1, self.opts.vehicles)
+            o.alarm_rate = self.opts.alarm_rate * share
+            o.service_rate = self.opts.service_rate * share
+            first += count
+            out.append(o)
+        return out
+
+    async def start(self) -> None:
+        env = dict(os.environ)
+        for o in self.shard_options():
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.fleet",
+                "--shard",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            shard = _Shard(proc)
+            self._shards.append(shard)
+            await shard.call({"op": "start", "options": asdict(o)})
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self._shards]
+
+    async def set_load(self, **kw: Any) -> None:
+        if kw.get("rate_scale") is not None:
+            self.rate_scale = kw["rate_scale"]
+        await asyncio.gather(*(s.call({"op": "load", **kw}) for s in self._shards))
+
+    async def snapshot(self) -> dict[str, Any]:
+        from hdrh.histogram import HdrHistogram
+
+        parts = await asyncio.gather(*(s.call({"op": "snapshot"}) for s in self._shards))
+        out: dict[str, Any] = {k: sum(p[k] for p in parts) for k in Stats.COUNTERS}
+        h = HdrHistogram(1, RTT_HIGHEST_US, 3)
+        for p in parts:
+            h.add(HdrHistogram.decode(p["rtt"]))
+        out["rtt"] = h
+        out["at"] = time.monotonic()
+        return out
+
+    async def alarm_log(self) -> list[tuple[str, str, float, float | None]]:
+        parts = await asyncio.gather(*(s.call({"op": "alarms"}) for s in self._shards))
+        return [tuple(a) for p in parts for a in p["alarms"]]
+
+    async def stop(self) -> None:
+        for s in self._shards:
+            try:
+                await asyncio.wait_for(s.call({"op": "stop"}), 10)
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+                pass
+            if s.proc.returncode is None:
+                try:
+                    s.proc.stdin.close()
+                    await asyncio.wait_for(s.proc.wait(), 10)
+                except TimeoutError:
+                    s.proc.kill()
+                    await s.proc.wait()
+
+
+class LocalFleet:
+    """A :class:`Fleet` in this process behind the :class:`ShardedFleet` interface."""
+
+    def __init__(self, opts: FleetOptions) -> None:
+        self.fleet = Fleet(opts)
+        self.opts = opts
+
+    @property
+    def pids(self) -> list[int]:
+        return [os.getpid()]
+
+    @property
+    def rate_scale(self) -> float:
+        return self.fleet.rate_scale
+
+    async def start(self) -> None:
+        await self.fleet.start()
+
+    async def set_load(self, **kw: Any) -> None:
+        self.fleet.set_load(**kw)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return self.fleet.snapshot()
+
+    async def alarm_log(self) -> list[tuple[str, str, float, float | None]]:
+        return list(self.fleet.stats.alarm_log)
+
+    async def stop(self) -> None:
+        await self.fleet.stop()
+
+
+def make_fleet(opts: FleetOptions, shards: int) -> LocalFleet | ShardedFleet:
+    """In this process for ``shards`` <= 0, else over that many processes."""
+    return LocalFleet(opts) if shards <= 0 else ShardedFleet(opts, shards)
+
+
+async def _shard_main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    out = sys.stdout.buffer
+    fleet: Fleet | None = None
+
+    def reply(msg: dict[str, Any]) -> None:
+        out.write(_frame(msg))
+        out.flush()
+
+    while True:
+        try:
+            head = await reader.readexactly(4)
+            msg = msgpack.unpackb(await reader.readexactly(_LEN.unpack(head)[0]), raw=False)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            break
+        op = msg.pop("op")
+        if op == "start":
+            o = msg["options"]
+            o["center"] = tuple(o["center"])
+            fleet = Fleet(FleetOptions(**o))
+            await fleet.start()
+            reply({"ok": True})
+        elif op == "load":
+            fleet.set_load(**msg)
+            reply({"ok": True})
+        elif op == "snapshot":
+            snap = fleet.snapshot()
+            snap["rtt"] = snap["rtt"].encode()
+            reply(snap)
+        elif op == "alarms":
+            reply({"alarms": fleet.stats.alarm_log})
+        elif op == "stop":
+            await fleet.stop()
+            reply({"ok": True})
+            break
+    if fleet is not None and not fleet._stopping:
+        await fleet.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a fleet shard (driven by bench.fleet.ShardedFleet)")
+    parser.add_argument("--shard", action="store_true", required=True)
+    parser.parse_args()
+    import uvloop
+
+    uvloop.run(_shard_main())
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ from .metrics import Collector, Metrics
 from .routing import Routing
 from .sessions import SessionManager
 from .store import make_store
-from .tcu import TcuProtocol
+from .tcu import OverloadPolicy, TcuProtocol
 from .terminals import Terminals
 
 log = logging.getLogger("telacd")
@@ -60,8 +60,9 @@ class Gateway:
             commit_timeout_s=s["commit_timeout_s"],
         )
         self.feed = FeedHub(self.store)
-        self.tcu_rcvbuf = 65536
+        self.tcu_rcvbuf = cfg.terminals["rcvbuf"]
         self.configure(cfg)
+        self.overload = OverloadPolicy(self)
         self.terminals = Terminals(self)
         self.downlink = Downlink(self)
         self.sessions = SessionManager(self)
@@ -208,7 +209,9 @@ class Gateway:
         while True:
             t0 = self.loop.time()
             await asyncio.sleep(period)
-            self.metrics.loop_lag.observe(max(0.0, self.loop.time() - t0 - period))
+            lag = max(0.0, self.loop.time() - t0 - period)
+            self.metrics.loop_lag.observe(lag)
+            self.overload.update(lag)
 
     def location_row(self, phone: str, loc: Location, recv: float) -> tuple:
         t = loc.device_time

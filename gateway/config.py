@@ -96,6 +96,9 @@ SCALARS: dict[str, dict[str, Any]] = {
         "device_zone": "+08:00",  # device clock zone (the standard says GMT+8)
         "model": "",  # device-model profile applied to every terminal ("" = standard)
         "send_buffer_high": 65536,  # pause reading a terminal whose unsent replies exceed this
+        "rcvbuf": 16384,  # kernel receive buffer of a terminal socket, bytes (0: the system default)
+        "overload_lag_ms": 20,  # event-loop lag that puts the gateway in overload (GPS storage thinned)
+        "overload_keep_s": 10.0,  # in overload, store one position per vehicle per this many seconds
     },
     "sessions": {
         "trail_minutes": 10.0,  # minutes of trail attached to a session
@@ -470,6 +473,12 @@ def _check_scalars(source: str, s: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(source, "terminals.max_buffer", "must be at least 64 bytes")
     if t["heartbeat_timeout_s"] <= 0:
         raise ConfigError(source, "terminals.heartbeat_timeout_s", "must be positive")
+    if t["rcvbuf"] < 0:
+        raise ConfigError(source, "terminals.rcvbuf", "must not be negative")
+    if t["overload_lag_ms"] < 1:
+        raise ConfigError(source, "terminals.overload_lag_ms", "must be at least 1")
+    if t["overload_keep_s"] < 0:
+        raise ConfigError(source, "terminals.overload_keep_s", "must not be negative")
     for key, value in s["sessions"].items():
         if isinstance(value, int | float) and value < 0:
             raise ConfigError(source, f"sessions.{key}", "must not be negative")

@@ -76,6 +76,8 @@ class Metrics:
         self.acks = 0
         self.acks_deferred = 0  # acks that waited for a session commit
         self.reads_paused = 0  # times a connection's reads were paused (flooding or write backlog)
+        self.overload = 0  # 1 while the overload policy thins GPS storage (gateway.tcu.OverloadPolicy)
+        self.overload_episodes = 0  # times the gateway entered overload
         self.gps_reports = 0
         self.gps_shed = 0
         self.duplicates = 0  # re-sent frames recognised and not re-processed
@@ -186,6 +188,13 @@ class Collector:
         )
         yield _counter(
             CounterMetricFamily, "telacd_reads_paused", "times TCU reads were paused", m.reads_paused
+        )
+        yield GaugeMetricFamily(
+            "telacd_overload", "1 while GPS storage is thinned to keep alerts fast", value=m.overload
+        )
+        yield _counter(
+            CounterMetricFamily, "telacd_overload_episodes", "times the gateway entered overload",
+            m.overload_episodes,
         )
         s = CounterMetricFamily("telacd_sessions_created", "sessions created, by kind", labels=["kind"])
         for kind, n in sorted(m.sessions_created.items()):

@@ -225,6 +225,18 @@ class SessionManager:
         Returns when every session involved is committed (the caller then acknowledges).
         Raises if the store failed (the caller then does not acknowledge).
         """
+        return await self.alarm_nowait(v, loc, rising, version, ingress, recv)
+
+    def alarm_nowait(
+        self, v: Vehicle, loc: Any, rising: int, version: int, ingress: float, recv: float
+    ) -> asyncio.Future:
+        """:meth:`alarm` started now: the commits are submitted before this returns.
+
+        A coroutine given to ``create_task`` would only start on the next turn of
+        the loop, after every other socket that turn reads (under a GPS flood,
+        thousands); the alert would queue behind GPS. The future resolves to the
+        sessions once they are committed and handed to the engine.
+        """
         gw = self.gw
         names = gw.profile.alarm_names(loc.alarm, version)
         position = gw.position_json(loc, recv)
@@ -247,10 +259,26 @@ class SessionManager:
             )
             sessions.append(s)
             futures.append(fut)
-        await asyncio.gather(*futures)
-        for s in sessions:
-            self._route_new(s)
-        return sessions
+        done = gw.loop.create_future()
+
+        def committed(f: asyncio.Future) -> None:
+            if done.done():
+                return
+            if f.cancelled():
+                done.cancel()
+            elif f.exception() is not None:
+                done.set_exception(f.exception())
+            else:
+                for s in sessions:
+                    self._route_new(s)
+                done.set_result(sessions)
+
+        if not futures:
+            done.set_result(sessions)
+            return done
+        # one trigger (the usual case) waits on its own commit: no gather, one loop turn fewer
+        (futures[0] if len(futures) == 1 else asyncio.gather(*futures)).add_done_callback(committed)
+        return done
 
     async def service_call(self, v: Vehicle, trigger: Any, payload: bytes, ingress: float) -> Session:
         """A one-key service call (0x0900 passthrough): a session on the trigger's queue."""

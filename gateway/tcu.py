@@ -19,12 +19,22 @@ Limits per connection (``[terminals]``): an incomplete frame larger than
 the ``max_malformed``-th malformed frame; more than ``max_frames_per_s``
 frames in a second pauses reading until the second is over (TCP pushes back
 on the vehicle; nothing is dropped); a write backlog above
-``send_buffer_high`` pauses reading until the kernel has taken it.
+``send_buffer_high`` pauses reading until the kernel has taken it; the
+kernel's receive buffer is ``rcvbuf`` bytes, so what a vehicle can have queued
+ahead of its own alert is bounded too.
+
+Overload (:class:`OverloadPolicy`, docs/performance.md): when the event loop
+runs late or the location backlog grows, the gateway stops storing every GPS
+report — each connection stores one position per ``overload_keep_s`` and the
+rest are acknowledged and counted as shed — while alerts keep the whole path:
+an alarm edge submits its session commit in the same turn of the loop that
+read it, ahead of the GPS rows of that read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -62,11 +72,82 @@ _KNOWN_QUIET = {
 }
 
 
+class OverloadPolicy:
+    """Decides when GPS storage is thinned so that alerts stay fast.
+
+    The signal is the one that hurts alerts: how late the event loop runs.
+    The gateway's loop-lag monitor wakes every 50 ms and feeds :meth:`update`
+    with how late it woke; the location backlog (rows accepted but not yet
+    written, plus, in a worker process, rows not yet shipped to the owner) is
+    read at the same time. A sample over ``overload_lag_ms``, or a backlog
+    over a quarter of ``location_queue_max``, starts an episode; it ends only
+    after ``CALM_S`` with every sample under a quarter of both thresholds
+    (hysteresis: leaving overload at the first quiet sample would put the
+    gateway straight back into it, and alerts would meet every transition).
+
+    During an episode ``shedding`` is True and each connection stores at most
+    one position per ``overload_keep_s`` seconds (its newest); every report is
+    still acknowledged, and the ones not stored are counted in
+    ``metrics.gps_shed``. Building a row (time conversion, the items as JSON)
+    and writing it are most of what a GPS report costs, so thinning frees the
+    loop for what cannot wait. Alerts are never thinned.
+    """
+
+    CALM_S = 3.0
+
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+        self.shedding = False
+        self.keep_s = 10.0
+        self.backlog: Any = None  # a callable returning the location backlog; default: the store's
+        self._calm_since: float | None = None
+        self.configure()
+
+    def configure(self) -> None:
+        t = self.gw.cfg.terminals
+        self.lag_on = t["overload_lag_ms"] / 1000.0
+        self.keep_s = t["overload_keep_s"]
+        self.backlog_on = max(1, self.gw.cfg.store["location_queue_max"] // 4)
+
+    def current_backlog(self) -> int:
+        return self.backlog() if self.backlog is not None else self.gw.store.stats.pending
+
+    def update(self, lag: float, now: float | None = None) -> bool:
+        """One sample of loop lag (seconds); returns whether GPS storage is thinned now."""
+        now = self.gw.loop.time() if now is None else now
+        backlog = self.current_backlog()
+        m = self.gw.metrics
+        if lag >= self.lag_on or backlog >= self.backlog_on:
+            self._calm_since = None
+            if not self.shedding:
+                self.shedding = True
+                m.overload = 1
+                m.overload_episodes += 1
+                log.warning(
+                    "overload: loop lag %.0f ms, location backlog %d: thinning GPS storage",
+                    lag * 1000,
+                    backlog,
+                )
+        elif self.shedding:
+            if lag < self.lag_on / 4 and backlog < self.backlog_on / 4:
+                if self._calm_since is None:
+                    self._calm_since = now
+                elif now - self._calm_since >= self.CALM_S:
+                    self.shedding = False
+                    m.overload = 0
+                    self._calm_since = None
+                    log.warning("overload over: storing every position again")
+            else:
+                self._calm_since = None
+        return self.shedding
+
+
 class TcuProtocol(asyncio.Protocol):
     """One terminal connection. Also driven by the QUIC listener through a stream adapter."""
 
     __slots__ = (
         "_frames",
+        "_kept",
         "_paused",
         "_timer",
         "_window",
@@ -100,6 +181,7 @@ class TcuProtocol(asyncio.Protocol):
         self._window = 0.0
         self._frames = 0
         self._paused = 0  # bit 1: flooding, bit 2: write backlog
+        self._kept = -1e9  # loop time a position of this connection was last stored while shedding
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -275,21 +357,40 @@ class TcuProtocol(asyncio.Protocol):
         acks = []
         rows = []
         recv = time.time()
-        row = gw.location_row
         phone = vehicle.phone
-        for e in events:
-            loc = e[0].body
-            if (loc.alarm ^ vehicle.alarm) & mask:
-                self._alarm_edge(e, loc, loop_now, rows, acks)
-                continue
-            rows.append(row(phone, loc, recv))
-            acks.append(ack(e))
+        if gw.overload.shedding:
+            # overload: acknowledge everything, store at most the newest position per keep_s
+            plain = None
+            n_plain = 0
+            for e in events:
+                loc = e[0].body
+                if (loc.alarm ^ vehicle.alarm) & mask:
+                    self._alarm_edge(e, loc, loop_now, rows, acks)
+                    continue
+                acks.append(ack(e))
+                plain = loc
+                n_plain += 1
+            if plain is not None and loop_now - self._kept >= gw.overload.keep_s:
+                self._kept = loop_now
+                rows.append(gw.location_row(phone, plain, recv))
+                n_plain -= 1
+            gw.metrics.gps_shed += n_plain
+        else:
+            row = gw.location_row
+            for e in events:
+                loc = e[0].body
+                if (loc.alarm ^ vehicle.alarm) & mask:
+                    self._alarm_edge(e, loc, loop_now, rows, acks)
+                    continue
+                rows.append(row(phone, loc, recv))
+                acks.append(ack(e))
         vehicle.last_loc = loc
         vehicle.last_recv = recv
-        gw.store_locations(rows)
         if acks:
             gw.metrics.acks += len(acks)
             self._write(b"".join(acks))
+        if rows:
+            gw.store_locations(rows)
         if vehicle.watchers:
             gw.sessions.position_update(vehicle, loc, recv)
 
@@ -321,26 +422,36 @@ class TcuProtocol(asyncio.Protocol):
             acks.append(self.conn.ack(e))  # only falling bits: nothing to open
             gw.metrics.acks += 1
             return
-        version = e[0].version
-        gw.loop.create_task(self._open_sessions(e, loc, rising, version, loop_now, recv))
+        self._open_sessions(e, loc, rising, e[0].version, loop_now, recv)
 
-    async def _open_sessions(
+    def _open_sessions(
         self, e: Any, loc: Any, rising: int, version: int, ingress: float, recv: float
     ) -> None:
-        gw = self.gw
+        """Submit the alert's session commit now (not on a later turn of the loop); ack once stored."""
         vehicle = self.vehicle
         try:
-            await gw.sessions.alarm(vehicle, loc, rising, version, ingress, recv)
+            fut = self.gw.sessions.alarm_nowait(vehicle, loc, rising, version, ingress, recv)
         except Exception as exc:
-            # not stored: no acknowledgement, and forget the edge so the re-sent frame raises it again
-            vehicle.set_alarm(vehicle.alarm & ~rising)
-            gw.metrics.unacked_alerts += 1
-            log.warning("alert from %s not stored, not acknowledged: %s", vehicle.phone, exc)
+            self._alert_failed(vehicle, rising, exc)
+            return
+        fut.add_done_callback(functools.partial(self._alert_stored, e, vehicle, rising))
+
+    def _alert_stored(self, e: Any, vehicle: Vehicle, rising: int, fut: asyncio.Future) -> None:
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            self._alert_failed(vehicle, rising, exc)
             return
         if not self.closed:
             self._write(self.conn.ack(e))
+            gw = self.gw
             gw.metrics.acks += 1
             gw.metrics.acks_deferred += 1
+
+    def _alert_failed(self, vehicle: Vehicle, rising: int, exc: BaseException) -> None:
+        # not stored: no acknowledgement, and forget the edge so the re-sent frame raises it again
+        vehicle.set_alarm(vehicle.alarm & ~rising)
+        self.gw.metrics.unacked_alerts += 1
+        log.warning("alert from %s not stored, not acknowledged: %r", vehicle.phone, exc)
 
     # -- everything else --------------------------------------------------------------------
 
@@ -461,7 +572,7 @@ class TcuProtocol(asyncio.Protocol):
             return
         # the alarm's own position: the last one carrying a rising bit
         alarm_loc = [loc for loc in batch.positions if loc.alarm & rising][-1]
-        gw.loop.create_task(self._open_sessions(e, alarm_loc, rising, e.message.version, loop_now, recv))
+        self._open_sessions(e, alarm_loc, rising, e.message.version, loop_now, recv)
 
     def _passthrough(self, e: Any, loop_now: float, acks: list) -> None:
         gw = self.gw

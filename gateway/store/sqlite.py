@@ -353,6 +353,8 @@ class SqliteStore(Store):
             if len(s.location_batch_sizes) > 1024:
                 del s.location_batch_sizes[:512]
             s.pending = len(locs)
+            if not force and not self._jobs.empty():
+                return  # a session commit is waiting: alerts go before the rest of the GPS backlog
 
     def _submit(self, kind: str, fn: Callable[[sqlite3.Connection, int], tuple[Any, int]]) -> asyncio.Future:
         if self._closed:
