@@ -109,9 +109,16 @@ class Endpoints:
 @contextlib.asynccontextmanager
 async def running_gateway(tmp_path, **overrides: Any):
     """A gateway in this process (real sockets, real store); yields (gateway, endpoints)."""
-    cfg = config.build(make_config(tmp_path, **overrides), "<test>", {})
-    gw = Gateway(cfg)
-    await gw.start()
+    for attempt in range(5):
+        cfg = config.build(make_config(tmp_path, **overrides), "<test>", {})
+        gw = Gateway(cfg)
+        try:
+            await gw.start()
+            break
+        except OSError:  # a free port was taken between choosing and binding it: choose again
+            await gw.stop()
+            if attempt == 4:
+                raise
     try:
         yield gw, Endpoints(cfg)
     finally:
