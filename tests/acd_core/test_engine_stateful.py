@@ -25,7 +25,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from acd_core.config import AgentConfig, PriorityClass, QueueConfig
+from acd_core.config import AgentConfig, EscalationStep, PriorityClass, QueueConfig
 from tests.acd_core.conftest import load_engine
 
 OFFERABLE = {"available", "offered", "busy"}
@@ -58,8 +58,37 @@ def make_queues(strategy):
     ]
 
 
+def make_feature_queues(strategy):
+    """Escalation (to supervisors, then a shared pool), sticky routing, aging, EDF."""
+    common = {"strategy": strategy, "offer_timeout": 5.0, "max_no_answer": 2, "retry_delay": 3.0}
+    return [
+        QueueConfig("pool", tenant="outsourcer", shared=True, **common),
+        QueueConfig(
+            "sales",
+            tenant="t1",
+            classes=(PriorityClass("hi", 5, 10.0, preempt_wrapup=True), PriorityClass("lo", 0, 30.0)),
+            default_class="lo",
+            wrapup=2.0,
+            sticky_wait=3.0,
+            steps=(
+                EscalationStep(4.0),
+                EscalationStep(6.0, skills={}, agents=("a0", "a2")),
+                EscalationStep(None, queue="pool"),
+            ),
+            **common,
+        ),
+        QueueConfig("tech", tenant="t1", skills={"tech": 3}, aging=0.5, edf=True, **common),
+        QueueConfig("other", tenant="t2", classes=(PriorityClass("n", 1),), sticky_wait=2.0, **common),
+    ]
+
+
+FEATURE_AGENTS = [*AGENTS, AgentConfig("a5", tenants=("outsourcer",), queues=("pool",))]
+
+
 class Model:
     """What the events say the world is."""
+
+    check_order = True  # eligibility from queue config alone (no escalation, no sticky)
 
     def __init__(self, queues, agents):
         self.queues = {q.name: q for q in queues}
@@ -130,12 +159,13 @@ class Model:
         # no offers in wrap-up / break / logged out / disconnected
         assert self.state[aid] in OFFERABLE, (ev, self.state[aid])
         assert t["state"] in ("queued", "offered"), (ev, t["state"])
-        assert self.eligible(aid, ev.task_id), ev
+        if self.check_order:
+            assert self.eligible(aid, ev.task_id), ev
         # highest priority, then oldest, of what this agent may take now;
         # except the emergency that pre-empted its wrap-up, which is the point
         if aid in self.preempted:
             self.preempted.discard(aid)
-        else:
+        elif self.check_order:
             rank = (-t["priority"], t["arrival"])
             for other, o in self.tasks.items():
                 if other != ev.task_id and o["state"] == "queued" and self.can_take(aid, other):
@@ -214,6 +244,12 @@ class Model:
         assert self.state[ev.agent_id] == ev.old, (ev, self.state[ev.agent_id])
         self.state[ev.agent_id] = ev.new
 
+    def on_TaskEscalated(self, ev, strategy):
+        assert self.tasks[ev.task_id]["state"] in ("queued", "offered")
+
+    def on_TaskRestored(self, ev, strategy):
+        raise AssertionError("not used here")
+
     def on_WrapupEnded(self, ev, strategy):
         assert self.state[ev.agent_id] == "wrapup"
         if ev.reason == "preempted":
@@ -222,18 +258,21 @@ class Model:
 
 class EngineMachine(RuleBasedStateMachine):
     STRATEGY = "longest-idle"
+    FEATURES = False
 
     def __init__(self):
         super().__init__()
         self.mods = [load_engine("compiled"), load_engine("reference")]
         self.routers = [m.Router(seed=3) for m in self.mods]
-        queues = make_queues(self.STRATEGY)
+        queues = (make_feature_queues if self.FEATURES else make_queues)(self.STRATEGY)
+        agents = FEATURE_AGENTS if self.FEATURES else AGENTS
         for r in self.routers:
             for q in queues:
                 r.add_queue(q)
-            for a in AGENTS:
+            for a in agents:
                 r.add_agent(a)
-        self.model = Model(queues, AGENTS)
+        self.model = Model(queues, agents)
+        self.model.check_order = not self.FEATURES
         self.model.pending_skills = {}
         self.model.pending_channel = {}
         self.model.ended_channel = {}
@@ -261,7 +300,7 @@ class EngineMachine(RuleBasedStateMachine):
     def timers(self):
         self.run("handle_timer", lambda m: (self.now,))
 
-    @initialize(logins=st.lists(st.sampled_from([a.id for a in AGENTS]), unique=True, min_size=1))
+    @initialize(logins=st.lists(st.sampled_from([a.id for a in FEATURE_AGENTS]), unique=True, min_size=1))
     def start(self, logins):
         for aid in logins:
             self.run("login", lambda m, aid=aid: (aid, self.now))
@@ -278,8 +317,9 @@ class EngineMachine(RuleBasedStateMachine):
         skills=st.sampled_from(SKILL_SETS),
         incident=st.sampled_from([None, None, None, "inc1", "inc2"]),
         back=st.sampled_from([0.0, 0.0, 3.0]),
+        vehicle=st.sampled_from([None, "v1", "v2"]),
     )
-    def enqueue(self, queue, cls, channel, skills, incident, back):
+    def enqueue(self, queue, cls, channel, skills, incident, back, vehicle):
         tid = f"t{self.next_id}"
         self.next_id += 1
         if queue != "sales":
@@ -291,7 +331,14 @@ class EngineMachine(RuleBasedStateMachine):
         def args(mod):
             return (
                 mod.Task(
-                    tid, queue, cls, skills=skills, channel=channel, arrival=arrival, incident_key=incident
+                    tid,
+                    queue,
+                    cls,
+                    skills=skills,
+                    channel=channel,
+                    arrival=arrival,
+                    incident_key=incident,
+                    vehicle=vehicle,
                 ),
                 self.now,
             )
@@ -337,19 +384,19 @@ class EngineMachine(RuleBasedStateMachine):
         tid = self._pick(data, self.model.tasks)
         self.run("reprioritise", lambda m: (tid, self.now), priority=priority)
 
-    @rule(aid=st.sampled_from([a.id for a in AGENTS]))
+    @rule(aid=st.sampled_from([a.id for a in FEATURE_AGENTS]))
     def login(self, aid):
         self.run("login", lambda m: (aid, self.now))
 
-    @rule(aid=st.sampled_from([a.id for a in AGENTS]), state=st.sampled_from(["available", "break"]))
+    @rule(aid=st.sampled_from([a.id for a in FEATURE_AGENTS]), state=st.sampled_from(["available", "break"]))
     def set_state(self, aid, state):
         self.run("set_state", lambda m: (aid, state, self.now), reason="lunch" if state == "break" else "")
 
-    @rule(aid=st.sampled_from([a.id for a in AGENTS]))
+    @rule(aid=st.sampled_from([a.id for a in FEATURE_AGENTS]))
     def logout(self, aid):
         self.run("logout", lambda m: (aid, self.now))
 
-    @rule(aid=st.sampled_from([a.id for a in AGENTS]), grace=st.sampled_from([0.0, 4.0]))
+    @rule(aid=st.sampled_from([a.id for a in FEATURE_AGENTS]), grace=st.sampled_from([0.0, 4.0]))
     def disconnect(self, aid, grace):
         self.run("disconnect", lambda m: (aid, self.now, grace))
 
@@ -363,6 +410,8 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def work_conserving(self):
+        if not self.model.check_order:
+            return
         for tid, t in self.model.tasks.items():
             if t["state"] != "queued":
                 continue
@@ -425,7 +474,15 @@ class RingProgressiveMachine(EngineMachine):
     STRATEGY = "ring-progressively"
 
 
+class FeatureMachine(EngineMachine):
+    """Escalation steps, a shared pool, sticky routing, aging and EDF: the two
+    engines must still agree event for event, and the safety invariants hold."""
+
+    FEATURES = True
+
+
 TestLongestIdle = EngineMachine.TestCase
+TestFeatures = FeatureMachine.TestCase
 TestRingAll = RingAllMachine.TestCase
 TestMostSkilled = MostSkilledMachine.TestCase
 TestRingProgressively = RingProgressiveMachine.TestCase
