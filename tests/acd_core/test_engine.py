@@ -500,3 +500,29 @@ def test_agent_introspection(impl):
     assert info["time_in"]["available"] == 2.0 and info["queues"] == ["q"]
     assert [a["id"] for a in r.agents(5.0)] == ["a1"]
     assert math.isclose(r.agent_info("a1", 5.0)["occupancy"], 3.0 / 5.0)
+
+
+def test_remove_agent_and_queue(impl):
+    r = centre(impl, agents=("a1", "a2"))
+    agent = answer(r, impl, "t1", 0.0)
+    r.set_state("a2" if agent == "a1" else "a1", "break", 0.5)
+    ev = r.remove_agent(agent, 1.0)
+    assert of(ev, "TaskRequeued")[0].reason == "agent_removed"
+    assert r.task_info("t1")["state"] == "queued"
+    with pytest.raises(KeyError):
+        r.agent_info(agent, 1.0)
+    with pytest.raises(ValueError):  # still has a task
+        r.remove_queue("q")
+    r.cancel("t1", 2.0)
+    r.remove_queue("q")
+    assert r.queue_names() == []
+
+
+def test_end_wrapup_early(impl):
+    r = centre(impl, wrapup=30.0)
+    answer(r, impl, "t1", 0.0)
+    r.complete("t1", 1.0)
+    r.enqueue(impl.Task("t2", "q"), 2.0)
+    ev = r.end_wrapup("a1", 3.0)
+    assert ev[0].reason == "agent" and offer_of(ev).task_id == "t2"
+    assert r.next_deadline() == 23.0  # only the new offer's timeout is left
