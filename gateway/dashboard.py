@@ -72,7 +72,7 @@ TICK_S = 1.0  # one snapshot a second: the floor reads it, nobody needs more
 SPARK_POINTS = 180  # three minutes of one-second samples
 LATENCY_WINDOW_S = 60.0  # each sparkline point is the percentile over the last minute
 MAX_VEHICLES = 2000  # vehicle dots per update (up to twice this); larger fleets are sampled evenly
-MAX_SESSIONS = 300  # rows in the active-sessions list (the oldest waiting first)
+MAX_SESSIONS = 300  # rows in the active-sessions list (waiting first, most urgent first)
 TRAIL_POINTS = 1500  # points of a trail sent to the page
 BACKFILL_LIMIT = 20000  # sessions read from the store at start to seed the last hour
 
@@ -566,7 +566,11 @@ class Dashboard:
 
     def sessions(self) -> list[dict[str, Any]]:
         order = {s: i for i, s in enumerate(SESSION_STATES)}
-        rows = sorted(self.gw.sessions.open.values(), key=lambda s: (order.get(s.state, 9), s.arrival))
+        # the floor's reading order: still waiting for an agent first, the most urgent class first, then age
+        rows = sorted(
+            self.gw.sessions.open.values(),
+            key=lambda s: (order.get(s.state, 9) > 1, -s.priority, s.arrival),
+        )
         out = []
         for s in rows[:MAX_SESSIONS]:
             d = s.data

@@ -34,7 +34,7 @@ class Demo:
     """``telacd demo`` as a child process on free ports, with a busier alarm rate than the default."""
 
     def __init__(self, tmp_path: pathlib.Path, *, vehicles: int = 80, alarm_rate: float = 0.5,
-                 service_rate: float = 0.25) -> None:  # fmt: skip
+                 service_rate: float = 0.25, report_interval: float = 2.0) -> None:  # fmt: skip
         tcp, http, agent_tcp, feed_tcp = free_ports(4)
         self.http = f"127.0.0.1:{http}"
         self.config = tmp_path / "demo.toml"
@@ -48,7 +48,7 @@ class Demo:
         self.args = [
             sys.executable, "-m", "gateway.cli", "demo", "--config", str(self.config),
             "--store", f"sqlite:///{tmp_path}/demo.db", "--vehicles", str(vehicles),
-            "--report-interval", "2", "--alarm-rate", str(alarm_rate), "--service-rate", str(service_rate),
+            "--report-interval", str(report_interval), "--alarm-rate", str(alarm_rate), "--service-rate", str(service_rate),
         ]  # fmt: skip
         self.proc: subprocess.Popen | None = None
 

@@ -1,8 +1,10 @@
 """Take the README's screenshot of the dashboard: ``telacd demo`` for a while, then a picture.
 
-    .venv/bin/python -m tests.browser.shoot --seconds 90 --out docs/dashboard.png
+    .venv/bin/python -m tests.browser.shoot --seconds 150 --out docs/dashboard.png
 
 Not a test: a tool beside the browser tests that reuses their Chromium driver and demo runner.
+The demo's service calls are partly in Chinese: without a CJK font (Debian: fonts-wqy-microhei)
+headless Chromium draws them as boxes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ async def shoot(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = pathlib.Path(tmp)
         demo = await Demo(
-            tmp_path, vehicles=args.vehicles, alarm_rate=args.alarm_rate, service_rate=args.service_rate
+            tmp_path,
+            vehicles=args.vehicles,
+            alarm_rate=args.alarm_rate,
+            service_rate=args.service_rate,
+            report_interval=args.report_interval,
         ).start()
         page = await Page(tmp_path / "profile", width=args.width, height=args.height).start()
         try:
@@ -49,8 +55,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1600)
     parser.add_argument("--height", type=int, default=940)
     parser.add_argument("--vehicles", type=int, default=300)
-    parser.add_argument("--alarm-rate", type=float, default=0.2)
-    parser.add_argument("--service-rate", type=float, default=0.08)
+    # telacd demo's own defaults, so the picture is what `make run` shows
+    parser.add_argument("--alarm-rate", type=float, default=0.12)
+    parser.add_argument("--service-rate", type=float, default=0.05)
+    parser.add_argument("--report-interval", type=float, default=5.0)
     parser.add_argument("--open-session", action="store_true", help="show one session's drawer")
     args = parser.parse_args()
     why_not = ensure_chromium()

@@ -26,7 +26,7 @@ from gateway.dashboard import (
     _sum_windows,
     aggregate_queues,
 )
-from tests.gateway.harness import running_gateway
+from tests.gateway.harness import ADMINS, make_config, running_gateway
 from tests.gateway.test_e2e import SOS, online_terminal, open_agent
 
 OPS = {"Authorization": "Bearer ops-token"}
@@ -368,3 +368,18 @@ async def test_requests_from_other_channels_count_as_unlocated(tmp_path):
         snap = dash.snapshot()
         assert snap["regions"] == [[NOWHERE, 1]] and snap["topics"]["kinds"] == [["chat", 1]]
         assert any(x["id"] == s.id and x["lat"] is None for x in snap["sessions"])
+
+
+async def test_a_token_removed_by_a_reload_loses_its_live_view(tmp_path):
+    async with running_gateway(tmp_path) as (gw, ep), aiohttp.ClientSession() as http:
+        wall = await http.ws_connect(f"http://{ep.http}/api/dashboard/live?token=wall-token")
+        ops = await http.ws_connect(f"http://{ep.http}/api/dashboard/live?token=ops-token")
+        assert (await wall.receive_json(timeout=5))["viewer"]["id"] == "wall"
+        raw = make_config(tmp_path, gateway=dict(gw.cfg.gateway), admins=[ADMINS[0]])
+        await gw.reload(config.build(raw, "<test>", {}))
+        async with asyncio.timeout(5):
+            while (msg := await wall.receive()).type == aiohttp.WSMsgType.TEXT:
+                pass
+        assert msg.type == aiohttp.WSMsgType.CLOSE and wall.close_code == 4001
+        assert (await ops.receive_json(timeout=5))["type"] == "snapshot"  # the other viewer stays
+        await ops.close()

@@ -58,7 +58,7 @@ export function renderIngest(root, snap) {
       sparkline([spark.map((p) => p[3])], { classes: ["line-reports"] }), "kpi-reports"),
     tile("Open sessions", number(open), `${waiting} waiting · ${open - waiting} with agents`, null, "kpi-open"),
     tile("Service level", resolved ? percent(met / resolved) : "–", "all queues · 15 min", null, "kpi-sl"),
-    tile("Crash → offer", `${ms(p50)} / ${ms(p99)}`, "p50 / p99 · alert to first offer · 1 min",
+    tile("Crash → offer", `${ms(p50)} / ${ms(p99)}`, "p50 / p99 · last minute",
       sparkline([spark.map((p) => p[1]), spark.map((p) => p[2])], { classes: ["line-p50", "line-p99"] }), "kpi-latency"),
     tile("Sessions · last hour", number(snap.topics.sessions_last_hour), `${number(ing.sessions_created)} since start`, null, "kpi-hour"),
   ); // prettier-ignore
@@ -67,7 +67,7 @@ export function renderIngest(root, snap) {
 function tile(label, value, sub, chart, id) {
   return h(
     "div",
-    { class: "tile", id },
+    { class: chart ? "tile has-chart" : "tile", id },
     h("div", { class: "tile-label", text: label }),
     h("div", { class: "tile-value", text: value }),
     h("div", { class: "tile-sub", text: sub }),
