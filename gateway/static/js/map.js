@@ -185,7 +185,7 @@ export function trailMap(svg, trail, alert) {
     svg.replaceChildren();
     return;
   }
-  const view = boxAround(pts, 0.2, 0.02);
+  const view = boxAround(pts, 0.2, 0.004); // at least ~400 m across: a parked car is a dot, not a blank map
   svg.setAttribute("viewBox", view.map((v) => v.toFixed(5)).join(" "));
   const rect = svg.getBoundingClientRect();
   const u = Math.max(view[2] / Math.max(1, rect.width), view[3] / Math.max(1, rect.height));
