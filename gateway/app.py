@@ -106,6 +106,7 @@ class Gateway:
         await self.store.open()
         await self.feed.start()
         await self.terminals.load()
+        await self.downlink.load()
         self.routing.apply(cfg)
         counts = await self.sessions.recover()
         if counts["requeued"] or counts["restored"]:

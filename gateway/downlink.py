@@ -66,6 +66,12 @@ class Downlink:
         self._waiting: dict[
             int, tuple[Progress | None, Session | None]
         ] = {}  # queued command id -> requester
+        # phones that may have queued commands (None: unknown, look every vehicle up); see load()
+        self.queued: set[str] | None = None
+
+    async def load(self) -> None:
+        """At start: which vehicles have commands waiting, so that reconnects of the others cost nothing."""
+        self.queued = await self.gw.store.queued_phones(time.time())
 
     # -- validation ----------------------------------------------------------------------------
 
@@ -123,6 +129,8 @@ class Downlink:
                              session=session.id if session else None, agent=agent, updated_at=now)  # fmt: skip
             row.id = await gw.store.save_command(row)
             self._waiting[row.id] = (progress, session)
+            if self.queued is not None:
+                self.queued.add(phone)
             outcome = {"ok": False, "status": "queued", "command_id": row.id, "expires_at": row.expires_at}
             gw.metrics.commands["queued"] += 1
             self._report(session, command, outcome, progress)
@@ -202,11 +210,15 @@ class Downlink:
 
     def online(self, vehicle: Vehicle) -> None:
         """The vehicle authenticated: deliver what waited for it."""
+        if self.queued is not None and vehicle.phone not in self.queued:
+            return
         self.gw.spawn(self._deliver(vehicle), f"queued commands for {vehicle.phone}")
 
     async def _deliver(self, vehicle: Vehicle) -> None:
         gw = self.gw
         rows = await gw.store.pending_commands(vehicle.phone, time.time())
+        if not rows and self.queued is not None:
+            self.queued.discard(vehicle.phone)
         for row in rows:
             if not vehicle.online:
                 return

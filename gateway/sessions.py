@@ -348,7 +348,7 @@ class SessionManager:
         }
         fut = self.record(s, [("created", created), ("queued", {"queue": s.queue, "reason": "new"})])
         fut.add_done_callback(lambda f: self._drop_unstored(f, s))
-        self._attach_trail(s)
+        self._attach_trail(s, fut)
         return s, fut
 
     def _drop_unstored(self, fut: asyncio.Future, s: Session) -> None:
@@ -476,12 +476,20 @@ class SessionManager:
             log.error("session %s could not be routed: %s", s.id, e)
             self.record(s, [("updated", {"reason": "unroutable", "error": str(e)})])
 
-    def _attach_trail(self, s: Session) -> None:
+    def _attach_trail(self, s: Session, created: asyncio.Future | None = None) -> None:
         minutes = self.gw.cfg.sessions["trail_minutes"]
         if not s.phone or minutes <= 0:
             return
 
         async def attach() -> None:
+            if created is not None:
+                # the trail is not urgent: its read waits until the session is stored and offered,
+                # instead of competing with the commit and the routing that the offer waits for
+                try:
+                    await asyncio.shield(created)
+                except Exception:
+                    return
+                await asyncio.sleep(0)
             now = time.time()
             rows = await self.gw.store.trail(s.phone, now - minutes * 60, now, limit=2000)
             trail = [[r[1], round(r[3], 6), round(r[4], 6), r[6]] for r in rows]

@@ -73,34 +73,41 @@ _KNOWN_QUIET = {
 
 
 class OverloadPolicy:
-    """Decides when GPS storage is thinned so that alerts stay fast.
+    """Decides how much GPS to store so that alerts stay fast.
 
     The signal is the one that hurts alerts: how late the event loop runs.
     The gateway's loop-lag monitor wakes every 50 ms and feeds :meth:`update`
     with how late it woke; the location backlog (rows accepted but not yet
     written, plus, in a worker process, rows not yet shipped to the owner) is
-    read at the same time. A sample over ``overload_lag_ms``, or a backlog
-    over a quarter of ``location_queue_max``, starts an episode; it ends only
-    after ``CALM_S`` with every sample under a quarter of both thresholds
-    (hysteresis: leaving overload at the first quiet sample would put the
-    gateway straight back into it, and alerts would meet every transition).
+    read at the same time.
 
-    During an episode ``shedding`` is True and each connection stores at most
-    one position per ``overload_keep_s`` seconds (its newest); every report is
-    still acknowledged, and the ones not stored are counted in
-    ``metrics.gps_shed``. Building a row (time conversion, the items as JSON)
-    and writing it are most of what a GPS report costs, so thinning frees the
-    loop for what cannot wait. Alerts are never thinned.
+    The answer is ``store_fraction``, the share of plain position reports that
+    are stored, adjusted like TCP's congestion window (AIMD): a sample over
+    ``overload_lag_ms``, or a backlog over a quarter of ``location_queue_max``,
+    halves it; each sample under half of both thresholds adds ``STEP`` back,
+    up to 1. Halving reacts within a sample or two to a flood; the slow climb
+    finds again the most the gateway can store without running late, instead
+    of switching everything back on at the first quiet sample and falling
+    straight back into overload, which is when alerts would wait.
+
+    While the fraction is below 1 (``shedding``), each connection stores that
+    share of its plain reports, spread evenly (a credit per connection), and at
+    least one position every ``overload_keep_s`` seconds so every vehicle keeps
+    a coarse trail; every report is still acknowledged, and the ones not
+    stored are counted in ``metrics.gps_shed``. Building a row (time
+    conversion, the items as JSON) and writing it are most of what a GPS
+    report costs, so thinning frees the loop for what cannot wait. Alerts are
+    never thinned.
     """
 
-    CALM_S = 3.0
+    STEP = 0.02  # per 50 ms calm sample: from nothing stored back to everything in 2.5 s
 
     def __init__(self, gw: Any) -> None:
         self.gw = gw
+        self.store_fraction = 1.0
         self.shedding = False
         self.keep_s = 10.0
         self.backlog: Any = None  # a callable returning the location backlog; default: the store's
-        self._calm_since: float | None = None
         self.configure()
 
     def configure(self) -> None:
@@ -112,40 +119,35 @@ class OverloadPolicy:
     def current_backlog(self) -> int:
         return self.backlog() if self.backlog is not None else self.gw.store.stats.pending
 
-    def update(self, lag: float, now: float | None = None) -> bool:
-        """One sample of loop lag (seconds); returns whether GPS storage is thinned now."""
-        now = self.gw.loop.time() if now is None else now
+    def update(self, lag: float) -> float:
+        """One sample of loop lag (seconds); returns the share of plain reports to store now."""
         backlog = self.current_backlog()
-        m = self.gw.metrics
+        f = self.store_fraction
         if lag >= self.lag_on or backlog >= self.backlog_on:
-            self._calm_since = None
-            if not self.shedding:
-                self.shedding = True
-                m.overload = 1
-                m.overload_episodes += 1
-                log.warning(
-                    "overload: loop lag %.0f ms, location backlog %d: thinning GPS storage",
-                    lag * 1000,
-                    backlog,
-                )
-        elif self.shedding:
-            if lag < self.lag_on / 4 and backlog < self.backlog_on / 4:
-                if self._calm_since is None:
-                    self._calm_since = now
-                elif now - self._calm_since >= self.CALM_S:
-                    self.shedding = False
-                    m.overload = 0
-                    self._calm_since = None
-                    log.warning("overload over: storing every position again")
-            else:
-                self._calm_since = None
-        return self.shedding
+            f = f * 0.5 if f > 0.01 else 0.0
+        elif f < 1.0 and lag < self.lag_on / 2 and backlog < self.backlog_on / 2:
+            f = min(1.0, f + self.STEP)
+        self.store_fraction = f
+        m = self.gw.metrics
+        if f < 1.0 and not self.shedding:
+            self.shedding = True
+            m.overload = 1
+            m.overload_episodes += 1
+            log.warning(
+                "overload: loop lag %.0f ms, location backlog %d: thinning GPS storage", lag * 1000, backlog
+            )
+        elif f >= 1.0 and self.shedding:
+            self.shedding = False
+            m.overload = 0
+            log.warning("overload over: storing every position again")
+        return f
 
 
 class TcuProtocol(asyncio.Protocol):
     """One terminal connection. Also driven by the QUIC listener through a stream adapter."""
 
     __slots__ = (
+        "_credit",
         "_frames",
         "_kept",
         "_paused",
@@ -182,6 +184,7 @@ class TcuProtocol(asyncio.Protocol):
         self._frames = 0
         self._paused = 0  # bit 1: flooding, bit 2: write backlog
         self._kept = -1e9  # loop time a position of this connection was last stored while shedding
+        self._credit = 0.0  # while shedding: the store fraction accumulated per report; a row costs 1
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -358,23 +361,27 @@ class TcuProtocol(asyncio.Protocol):
         rows = []
         recv = time.time()
         phone = vehicle.phone
-        if gw.overload.shedding:
-            # overload: acknowledge everything, store at most the newest position per keep_s
-            plain = None
-            n_plain = 0
+        ov = gw.overload
+        if ov.shedding:
+            # overload: acknowledge everything; store the policy's share, and one position per keep_s
+            f = ov.store_fraction
+            credit = self._credit
+            shed = 0
             for e in events:
                 loc = e[0].body
                 if (loc.alarm ^ vehicle.alarm) & mask:
                     self._alarm_edge(e, loc, loop_now, rows, acks)
                     continue
                 acks.append(ack(e))
-                plain = loc
-                n_plain += 1
-            if plain is not None and loop_now - self._kept >= gw.overload.keep_s:
-                self._kept = loop_now
-                rows.append(gw.location_row(phone, plain, recv))
-                n_plain -= 1
-            gw.metrics.gps_shed += n_plain
+                credit += f
+                if credit >= 1.0 or loop_now - self._kept >= ov.keep_s:
+                    credit = max(0.0, credit - 1.0)
+                    self._kept = loop_now
+                    rows.append(gw.location_row(phone, loc, recv))
+                else:
+                    shed += 1
+            self._credit = credit
+            gw.metrics.gps_shed += shed
         else:
             row = gw.location_row
             for e in events:

@@ -244,8 +244,7 @@ class RemoteTerminal:
         self.link = link
         self.cid = cid
         self.phone = phone
-        self.conn = Connection(Role.PLATFORM, phone=phone, version=version)
-        self.conn._serial = 0x8000
+        self.conn = _LazyEncoder(phone, version)
         self.closed = False
         self.peer = f"{peer} (worker {link.index})"
         self.vehicle: Any = None
@@ -258,6 +257,28 @@ class RemoteTerminal:
         if not self.closed:
             self.closed = True
             self.link.send({"t": "close", "phone": self.phone, "cid": self.cid, "reason": reason})
+
+
+class _LazyEncoder:
+    """``RemoteTerminal.conn``: the version at once, a codec Connection only when a command is encoded.
+
+    A hundred thousand vehicles rarely get a command each; a Connection apiece
+    (with its frame decoder) would be most of the owner's memory for nothing.
+    """
+
+    __slots__ = ("_real", "phone", "version")
+
+    def __init__(self, phone: str, version: int) -> None:
+        self.phone = phone
+        self.version = version
+        self._real: Connection | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        real = self._real
+        if real is None:
+            real = self._real = Connection(Role.PLATFORM, phone=self.phone, version=self.version)
+            real._serial = 0x8000
+        return getattr(real, name)
 
 
 class Owner:

@@ -247,6 +247,14 @@ class Store(abc.ABC):
     async def save_command(self, row: CommandRow) -> int:
         """Insert (row.id None) or update a command; return its id."""
 
+    async def queued_phones(self, now: float) -> set[str] | None:
+        """Phones with commands still queued and not expired; None if the backend cannot tell.
+
+        The downlink loads this once at start, so that a hundred thousand vehicles
+        reconnecting at once do not each cost a query for commands none of them have.
+        """
+        return None
+
     @abc.abstractmethod
     async def pending_commands(self, phone: str, now: float) -> list[CommandRow]:
         """Commands still queued for a vehicle and not expired, oldest first."""

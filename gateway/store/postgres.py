@@ -1023,6 +1023,10 @@ class PostgresStore(Store):
 
         return await self._submit("command", 0, body)
 
+    async def queued_phones(self, now: float) -> set[str] | None:
+        sql = "SELECT DISTINCT phone FROM commands WHERE status = 'queued' AND expires_at > $1"
+        return {r[0] for r in await self._fetch(sql, now)}
+
     async def pending_commands(self, phone: str, now: float) -> list[CommandRow]:
         sql = (
             f"SELECT {_COMMAND_COLS} FROM commands WHERE phone = $1 AND status = 'queued' "

@@ -536,6 +536,10 @@ class SqliteStore(Store):
         "id, phone, session, agent, command, params, created_at, expires_at, status, result, updated_at"
     )
 
+    async def queued_phones(self, now: float) -> set[str] | None:
+        sql = "SELECT DISTINCT phone FROM commands WHERE status = 'queued' AND expires_at > ?"
+        return await self._read(lambda c: {r[0] for r in c.execute(sql, (now,))})
+
     async def pending_commands(self, phone: str, now: float) -> list[CommandRow]:
         sql = (
             f"SELECT {self._COMMAND_COLS} FROM commands WHERE phone = ? AND status = 'queued' "
