@@ -420,8 +420,10 @@ class Dashboard:
         self.by_region = Rolling()
         self.fleet = FleetSample()
         self._inbox: collections.deque[EventRow] = collections.deque(maxlen=100_000)
-        self._backfilled: set[str] = set()
+        self._backfilled: set[str] = set()  # sessions whose creation the backfill counted
+        self._backfilled_closed: set[str] = set()  # ... and whose end it counted
         self._backfill_until = 0.0
+        self._seeded = False  # the inbox waits until the backfill is in, or it would count twice
         self.clients: set[LiveClient] = set()
         self.spark: collections.deque[list[Any]] = collections.deque(maxlen=SPARK_POINTS)
         self._last_reports = (time.monotonic(), gw.metrics.gps_reports)
@@ -439,14 +441,17 @@ class Dashboard:
 
     def drain(self) -> None:
         """Count what arrived since the last tick."""
+        if not self._seeded:
+            return
         inbox = self._inbox
         while inbox:
             row = inbox.popleft()
             d = row.data or {}
             if row.event == "created":
-                if row.session in self._backfilled:
-                    continue
-                self._count_created(row.at, row.kind, d.get("position"), d.get("request"))
+                if row.session not in self._backfilled:
+                    self._count_created(row.at, row.kind, d.get("position"), d.get("request"))
+            elif row.session in self._backfilled_closed:
+                continue
             elif row.event == "completed":
                 self.dispositions.add(row.at, str(d.get("disposition") or "(none)"))
             else:
@@ -463,24 +468,32 @@ class Dashboard:
             self.requests.add(t, request[:60])
 
     async def backfill(self) -> None:
-        """Seed the last hour from the store, so a restart does not blank the board."""
+        """Seed the last hour from the store, so a restart does not blank the board.
+
+        Sessions created in the last hour are counted, and the end (disposition) of those
+        that ended in it. Events committed while the query runs may reach the inbox too:
+        the sessions counted here are remembered for a minute so none is counted twice.
+        """
         now = time.time()
         try:
             rows = await self.gw.store.list_sessions(since=now - HOUR, limit=BACKFILL_LIMIT)
         except Exception as e:  # the board still works, from now on
             log.warning("dashboard: last hour not read from the store: %r", e)
+            self._seeded = True
             return
         for r in sorted(rows, key=lambda r: r.created_at):
             self._backfilled.add(r.id)
             self._count_created(r.created_at, r.kind, r.data.get("position"), r.data.get("request"))
         for r in sorted(rows, key=lambda r: r.closed_at or 0.0):
             if r.closed_at is not None and r.closed_at >= now - HOUR:
+                self._backfilled_closed.add(r.id)
                 if r.state == "completed":
                     self.dispositions.add(r.closed_at, r.disposition or "(none)")
                 elif r.state in ("abandoned", "cancelled"):
                     self.dispositions.add(r.closed_at, "abandoned" if r.state == "abandoned" else "cancelled")
         # events of these sessions committed before the query may still be on their way to the inbox
         self._backfill_until = time.monotonic() + 60.0
+        self._seeded = True
 
     def sample(self) -> None:
         """Once a tick: reports/s and the crash→offer percentiles for the sparkline."""
@@ -640,6 +653,7 @@ class Dashboard:
         self.ticks += 1
         if self._backfilled and time.monotonic() > self._backfill_until:
             self._backfilled.clear()
+            self._backfilled_closed.clear()
         self.drain()
         self.sample()
         if not self.clients:

@@ -363,9 +363,13 @@ async def test_requests_from_other_channels_count_as_unlocated(tmp_path):
         )  # fmt: skip
         assert created
         dash = gw._runner.app[DASHBOARD]
-        await asyncio.sleep(0.05)  # the commit callback publishes to the feed
-        dash.drain()
-        snap = dash.snapshot()
+        async with asyncio.timeout(5):  # until the commit is published and the backfill is in
+            while True:
+                dash.drain()
+                snap = dash.snapshot()
+                if snap["topics"]["kinds"]:
+                    break
+                await asyncio.sleep(0.02)
         assert snap["regions"] == [[NOWHERE, 1]] and snap["topics"]["kinds"] == [["chat", 1]]
         assert any(x["id"] == s.id and x["lat"] is None for x in snap["sessions"])
 
