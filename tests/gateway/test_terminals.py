@@ -42,8 +42,14 @@ async def test_registered_policy_requires_the_code_the_terminal_was_given(tmp_pa
         assert (await t.ack_of(serial)).result == 0
         assert await t.report() == 0
         await t.close()
-        # the code survives in the store: a new connection authenticates with it directly
-        row = await gw.store.get_terminal("013811110001")
+        # the code survives in the store (written in the background: wait for it), and a new
+        # connection authenticates with it directly
+        row = None
+        for _ in range(100):
+            row = await gw.store.get_terminal("013811110001")
+            if row is not None and row.auth_code:
+                break
+            await asyncio.sleep(0.02)
         assert row.auth_code == reply.auth_code and row.info["plate"] == "京A00001"
         again = await TerminalClient("013811110001").connect(*ep.tcu)
         assert await again.login(auth_code=reply.auth_code) == 0
