@@ -103,7 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a(
         "--store",
         default="sqlite",
-        help=f"sqlite (a fresh file), pg (a fresh schema in {PG_DEFAULT}) or a store URL",
+        help=f"sqlite (a fresh file), pg (a fresh schema in {PG_DEFAULT}; pg?name=value adds a server "
+        "setting, e.g. pg?synchronous_commit=off) or a store URL",
     )
     a(
         "--fleet-procs",
@@ -223,10 +224,12 @@ class GatewayUnderTest:
         a = self.args
         if a.store == "sqlite":
             self.store_url = f"sqlite:///{self.tmp}/bench.db"
-        elif a.store in ("pg", "postgresql"):
+        elif a.store.split("?", 1)[0] in ("pg", "postgresql"):
             from gateway.store.postgres import fresh_schema_url
 
             self.store_url = self.pg_url = await fresh_schema_url(PG_DEFAULT, prefix="telacd_bench")
+            if "?" in a.store:  # e.g. pg?synchronous_commit=off: server settings for the store's connections
+                self.store_url += "&" + a.store.split("?", 1)[1]
         else:
             self.store_url = a.store
         sections: dict[str, dict[str, Any]] = {
@@ -291,7 +294,11 @@ class GatewayUnderTest:
             if not line or line[0] == "#":
                 continue
             key, _, value = line.rpartition(" ")
-            out[key.split("{", 1)[0]] += float(value)
+            name = key.split("{", 1)[0]
+            out[name] += float(value)
+            if name.endswith("_bucket") and 'le="' in key:  # histograms: each bucket too
+                le = key.split('le="', 1)[1].split('"', 1)[0]
+                out[name + "|" + le] += float(value)
         return out
 
     async def stop(self) -> None:
@@ -402,7 +409,8 @@ class Window:
     rss: int = 0
     pss: int = 0
     processes: int = 0
-    loop_lag_max_ms: float | None = None
+    loop_lag_p99_ms: float | None = None  # bucket bound, over every gateway process
+    commit_p99_ms: float | None = None  # session commits (bucket bound)
 
     @property
     def seconds(self) -> float:
@@ -480,8 +488,6 @@ class Bench:
         f0 = report.usage(fleet.pids)
         w.start = a["at"]
         prev, prev_m = a, m0
-        lag_max = 0.0
-        lag_prev = m0.get("telacd_loop_lag_seconds_count", 0.0)
         end = w.start + seconds
         while True:
             await asyncio.sleep(max(0.0, min(1.0, end - time.monotonic())))
@@ -506,9 +512,6 @@ class Bench:
                 f" | rtt p99 {s['p99'] if s['p99'] is not None else '-'} ms | alarms {snap['alarms_acked']}/"
                 f"{snap['alarms_sent']} | shed/s {shed / dt:,.0f}"
             )
-            if m.get("telacd_loop_lag_seconds_count", 0.0) > lag_prev:
-                lag_max = max(lag_max, _histogram_max(m, prev_m, "telacd_loop_lag_seconds"))
-            lag_prev = m.get("telacd_loop_lag_seconds_count", 0.0)
             prev, prev_m = snap, m
             if snap["at"] >= end:
                 break
@@ -527,7 +530,10 @@ class Bench:
         w.cpu_s = u1["cpu_s"] - u0["cpu_s"]
         w.fleet_cpu_s = f1["cpu_s"] - f0["cpu_s"]
         w.rss, w.pss, w.processes = u1["rss"], u1["pss"], u1["processes"]
-        w.loop_lag_max_ms = round(lag_max * 1000, 1) if lag_max else None
+        lag = bucket_quantile(prev_m, m0, "telacd_loop_lag_seconds", 0.99)
+        w.loop_lag_p99_ms = None if lag is None else round(lag * 1000, 1)
+        commit = bucket_quantile(prev_m, m0, "telacd_session_commit_seconds", 0.99)
+        w.commit_p99_ms = None if commit is None else round(commit * 1000, 1)
         return w
 
     # the run -------------------------------------------------------------------------------------
@@ -582,19 +588,27 @@ class Bench:
             while pool.connected < a.agents and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             probe = None
-            if a.overload > 0:
+            if a.overload > 0 or a.vs_ceiling:
+                # the most it acknowledges (closed loop), then the most it ingests in full (the ramp)
                 await fleet.set_load(saturate=True)
                 await self.window("probe-warmup", a.warmup)
                 probe = await self.window("probe", a.probe)
-                await fleet.set_load(saturate=False)
-                sustained = self.sustained = await self.ramp(probe.acked / probe.seconds)
-                await self._open_loop(a.overload * sustained)
+                # let the closed loop's backlog drain and the gateway leave overload before the ramp
+                await fleet.set_load(saturate=False, paused=True)
+                await self.window("probe-drain", 3.0)
+                self.sustained = await self.ramp(probe.acked / probe.seconds)
+            if a.overload > 0:
+                await self._open_loop(a.overload * self.sustained)
                 await self.window("overload-warmup", a.warmup)
                 main = await self.window("overload", a.duration)
-            elif a.rate == "max" or (a.vs_ceiling and not a.rate):
+            elif a.rate == "max":
                 await fleet.set_load(saturate=True)
                 await self.window("warmup", a.warmup)
                 main = await self.window("max", a.duration)
+            elif a.vs_ceiling and not a.rate:
+                await self._open_loop(self.sustained)
+                await self.window("warmup", a.warmup)
+                main = await self.window("sustained", a.duration)
             else:
                 await self._open_loop(float(a.rate) if a.rate else None)
                 await self.window("warmup", a.warmup)
@@ -604,8 +618,11 @@ class Bench:
             alarm_log = await fleet.alarm_log()
             out.update(self.result(main, probe, alarm_log, feed, pool))
             if a.vs_ceiling:
-                gw_rate = (probe or main).acked / (probe or main).seconds
-                out["ceiling_ratio"] = round(gw_rate / max(1, out["ceiling_frames_per_s"]), 3)
+                ceiling = max(1, out["ceiling_frames_per_s"])
+                # the target's measure: every report acknowledged AND stored, over the bare split-and-ack server
+                out["ceiling_ratio"] = round(self.sustained / ceiling, 3)
+                # with the overload policy thinning storage, the most it acknowledges
+                out["ceiling_ratio_acked"] = round(probe.acked / probe.seconds / ceiling, 3)
             out["store"] = _redact(gut.store_url) if gut.store_url else None
             if a.plot:
                 report.plot(a.plot, self.title(out), self.timeline, main.rtt, self._c2o_hist)
@@ -623,13 +640,14 @@ class Bench:
 
         The closed loop finds the most the gateway *acknowledges*, but under
         that pressure it thins what it stores (its overload policy), so that
-        rate is not what it can ingest. From an eighth of it, the offered rate
+        rate is not what it can ingest. From a twelfth of it, the offered rate
         rises by a fifth every 3 s (1 s to settle, 2 s measured) until a step
-        sheds GPS, defers reports (vehicles waiting on acknowledgements) or
-        acknowledges less than 97% of what was sent; the last step that did
-        none of that is the sustained rate.
+        sheds more than 2% of the GPS, defers more than 1% of the reports
+        (vehicles waiting on acknowledgements) or acknowledges less than 97% of
+        what was sent; what the last step before that stored per second is the
+        sustained rate.
         """
-        rate = max(100.0, top / 8)
+        rate = max(100.0, top / 12)
         best = 0.0
         self.ramp_steps: list[dict[str, Any]] = []
         for _ in range(20):
@@ -645,17 +663,20 @@ class Bench:
                 "deferred_per_s": round(w.deferred / w.seconds),
             }
             self.ramp_steps.append(step)
-            if sent < 0.9 * rate:
-                step["fleet_limited"] = True  # the fleet could not offer more: the gateway is not the limit
-                best = max(best, acked)
-                break
-            if w.gps_shed > 0 or w.deferred > 0.01 * w.sent or acked < 0.97 * sent:
-                if best or rate < 200:
+            # a lag spike from a neighbour on a shared machine costs a few rows: 2% shed is tolerated
+            ok = w.gps_shed <= 0.02 * w.sent and w.deferred <= 0.01 * w.sent and acked >= 0.97 * sent
+            if ok:
+                best = acked - w.gps_shed / w.seconds
+                if sent < 0.9 * rate:
+                    step["fleet_limited"] = (
+                        True  # the fleet could not offer more: the gateway was not the limit
+                    )
                     break
+                rate *= 1.2
+            elif best or rate < 200:
+                break
+            else:
                 rate /= 1.5  # even the first step was too much: come down until one passes
-                continue
-            best = acked
-            rate *= 1.2
         return best or rate
 
     async def _open_loop(self, rate: float | None) -> None:
@@ -690,34 +711,13 @@ class Bench:
         self, w: Window, probe: Window | None, alarm_log: list, feed: FeedWatch, pool: AgentPool
     ) -> dict[str, Any]:
         a = self.args
-        # lost sessions: acknowledged alarms without a created-or-merged session of that vehicle and kind
-        acked = collections.Counter((p, k) for p, k, _, ack in alarm_log if ack is not None)
-        seen = feed.seen()
-        lost = sum(max(0, n - seen.get(key, 0)) for key, n in acked.items())
-        # crash -> offer: each session's first offer, paired with the latest alarm of its vehicle and
-        # kind sent before it (and not already paired); only alarms sent inside the window count
-        alarms: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
-        for p, k, sent, _ in alarm_log:
-            alarms[(p, k)].append(sent)
-        for v in alarms.values():
-            v.sort()
-        used: set[tuple[str, str, float]] = set()
-        first: dict[str, tuple[str, str, float]] = {}
-        for sid, phone, kind, at in pool.obs.offer_log:
-            if sid not in first:
-                first[sid] = (phone, kind, at)
+        lost = lost_sessions(alarm_log, feed.seen())
+        pairs = crash_to_offer(alarm_log, pool.obs.offer_log)
         c2o = []
-        for _sid, (phone, kind, at) in sorted(first.items(), key=lambda x: x[1][2]):
-            sends = alarms.get((phone, kind), [])
-            i = bisect.bisect_right(sends, at) - 1
-            while i >= 0 and (phone, kind, sends[i]) in used:
-                i -= 1
-            if i < 0:
-                continue
-            used.add((phone, kind, sends[i]))
-            if w.start <= sends[i] <= w.end:
-                c2o.append(at - sends[i])
-                self.timeline.offers.append((sends[i] - self.t0, (at - sends[i]) * 1000, kind))
+        for sent, at, kind in pairs:
+            if w.start <= sent <= w.end:
+                c2o.append(at - sent)
+                self.timeline.offers.append((sent - self.t0, (at - sent) * 1000, kind))
         self._c2o_hist = report.histogram_of(c2o)
         in_window = [x for x in alarm_log if w.start <= x[2] <= w.end]
         out: dict[str, Any] = {
@@ -752,15 +752,19 @@ class Bench:
                 "measured": len(c2o),
                 "merged": len(feed.merged),
             },
-            "loop_lag_max_ms": w.loop_lag_max_ms,
+            "loop_lag_p99_ms": w.loop_lag_p99_ms,
+            "commit_p99_ms": w.commit_p99_ms,
             "fleet_cpu": round(w.fleet_cpu_s / w.seconds, 2),
             "agent_transport": a.agent_transport,
             "transport": a.transport,
         }
-        if w.phase in ("measure", "overload"):
+        if w.phase in ("measure", "overload", "sustained"):
             out["offered_per_s"] = round(getattr(self, "offered", 0.0))
         if probe is not None:
-            out["overload"] = a.overload
+            if a.overload:
+                out["overload"] = a.overload
+                # what the fleet managed to send over the sustained rate (the fleet shares the machine)
+                out["overload_achieved"] = round(w.sent / w.seconds / max(1.0, self.sustained), 2)
             out["probe"] = {
                 "closed_loop_acked_per_s": round(probe.acked / probe.seconds),
                 "closed_loop_gps_shed_per_s": round(probe.gps_shed / probe.seconds),
@@ -781,11 +785,61 @@ class Bench:
         )
 
 
-def _histogram_max(m: dict[str, float], prev: dict[str, float], name: str) -> float:
-    """Not recoverable from summed buckets exactly; the mean of the new samples is a lower bound."""
-    n = m.get(f"{name}_count", 0.0) - prev.get(f"{name}_count", 0.0)
-    s = m.get(f"{name}_sum", 0.0) - prev.get(f"{name}_sum", 0.0)
-    return s / n if n > 0 else 0.0
+def lost_sessions(alarm_log: list, seen: collections.Counter) -> int:
+    """Alarms acknowledged to a vehicle that no created or merged session of its vehicle and kind accounts for.
+
+    Every acknowledged alarm edge must have become a session ("created") or an
+    alert merged into the open session of that incident ("updated", reason
+    repeat_alert): one feed event per acknowledged alarm, counted per (phone,
+    kind). An alarm that was sent but never acknowledged is not lost: the
+    vehicle still has it and re-sends it.
+    """
+    acked = collections.Counter((p, k) for p, k, _, ack in alarm_log if ack is not None)
+    return sum(max(0, n - seen.get(key, 0)) for key, n in acked.items())
+
+
+def crash_to_offer(alarm_log: list, offer_log: list) -> list[tuple[float, float, str]]:
+    """(alarm sent, first offer received, kind) for each session that was offered.
+
+    A session's first offer is paired with the latest alarm of its vehicle and
+    kind sent before that offer and not paired already (an alarm merged into an
+    open session makes no offer of its own). Both times are time.monotonic() in
+    processes of this machine, so the difference is the whole path.
+    """
+    alarms: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for p, k, sent, _ in alarm_log:
+        alarms[(p, k)].append(sent)
+    for v in alarms.values():
+        v.sort()
+    first: dict[str, tuple[str, str, float]] = {}
+    for sid, phone, kind, at in offer_log:
+        if sid not in first:
+            first[sid] = (phone, kind, at)
+    used: set[tuple[str, str, float]] = set()
+    out = []
+    for phone, kind, at in sorted(first.values(), key=lambda x: x[2]):
+        sends = alarms.get((phone, kind), [])
+        i = bisect.bisect_right(sends, at) - 1
+        while i >= 0 and (phone, kind, sends[i]) in used:
+            i -= 1
+        if i < 0:
+            continue
+        used.add((phone, kind, sends[i]))
+        out.append((sends[i], at, kind))
+    return out
+
+
+def bucket_quantile(m: dict[str, float], prev: dict[str, float], name: str, q: float) -> float | None:
+    """The upper bound of the Prometheus bucket holding quantile ``q`` of the samples between two scrapes."""
+    prefix = f"{name}_bucket|"
+    bounds = sorted((float(k[len(prefix) :]), m[k] - prev.get(k, 0.0)) for k in m if k.startswith(prefix))
+    if not bounds or bounds[-1][1] <= 0:
+        return None
+    want = q * bounds[-1][1]
+    for bound, cumulative in bounds:
+        if cumulative >= want:
+            return bound
+    return None
 
 
 def _redact(url: str) -> str:
@@ -843,6 +897,7 @@ def human(out: dict[str, Any]) -> str:
         )
     if "probe" in out:
         lines.append(
-            f"sustained (probe)       {out['probe']['sustained_per_s']:,} frames/s; overload x{out['overload']}"
+            f"sustained (ramp)        {out['probe']['sustained_per_s']:,} frames/s acknowledged and stored"
+            + (f"; overloaded x{out['overload']}" if "overload" in out else "")
         )
     return "\n".join(lines)

@@ -82,10 +82,11 @@ class OverloadPolicy:
     read at the same time.
 
     The answer is ``store_fraction``, the share of plain position reports that
-    are stored, adjusted like TCP's congestion window (AIMD): a sample over
-    ``overload_lag_ms``, or a backlog over a quarter of ``location_queue_max``,
-    halves it; each sample under half of both thresholds adds ``STEP`` back,
-    up to 1. Halving reacts within a sample or two to a flood; the slow climb
+    are stored, adjusted like TCP's congestion window (AIMD): two samples in a
+    row over ``overload_lag_ms`` (a single late wakeup is a neighbour's burst
+    or a GC pass, already over, and shedding would not have helped), or a
+    backlog over a quarter of ``location_queue_max``, halve it; each sample
+    under half of both thresholds adds ``STEP`` back, up to 1. Halving reacts within a sample or two to a flood; the slow climb
     finds again the most the gateway can store without running late, instead
     of switching everything back on at the first quiet sample and falling
     straight back into overload, which is when alerts would wait.
@@ -108,6 +109,7 @@ class OverloadPolicy:
         self.shedding = False
         self.keep_s = 10.0
         self.backlog: Any = None  # a callable returning the location backlog; default: the store's
+        self._late = False  # the previous sample was over the lag threshold
         self.configure()
 
     def configure(self) -> None:
@@ -123,7 +125,8 @@ class OverloadPolicy:
         """One sample of loop lag (seconds); returns the share of plain reports to store now."""
         backlog = self.current_backlog()
         f = self.store_fraction
-        if lag >= self.lag_on or backlog >= self.backlog_on:
+        late, self._late = self._late, lag >= self.lag_on
+        if (late and self._late) or backlog >= self.backlog_on:
             f = f * 0.5 if f > 0.01 else 0.0
         elif f < 1.0 and lag < self.lag_on / 2 and backlog < self.backlog_on / 2:
             f = min(1.0, f + self.STEP)
