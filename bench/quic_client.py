@@ -128,8 +128,14 @@ class QuicTerminal(Endpoint):
         return addr
 
     def probe(self) -> None:
-        """Send a PING now (after a network change, so the gateway learns the new path at once)."""
+        """After a network change: what is in flight goes again now, with a PING, from the new address.
+
+        The gateway learns the new path from the first packet, and the frames
+        sent into the blackout do not wait for a probe timeout that doubled
+        while the link was dark (see ``Endpoint.retransmit_in_flight``).
+        """
         if self.terminated is None:
+            self.retransmit_in_flight()
             self.quic.send_ping(next(_ping_ids))
             self.transmit()
 

@@ -506,6 +506,29 @@ class Endpoint:
             self._close_when_idle = False
             self.close(ERROR_CLOSED, "terminal connection closed")
 
+    def retransmit_in_flight(self) -> None:
+        """After a path change, send again at once everything still unacknowledged.
+
+        What was in flight when a vehicle changed address most likely went
+        with the old path (a hand-over is a blackout, then a new address).
+        Left to loss recovery, it would wait for the probe timeout, which has
+        been doubling through the blackout (RFC 9002 §6.2.1) and may be a second
+        or more away; declared lost now (not a congestion event), its data
+        leaves on the new path in the next packet, and the probe backoff starts
+        over. On a mere NAT rebinding without loss this costs one duplicate of
+        what was in flight, which the receiver discards by offset.
+        """
+        if self.handshake is None:
+            return  # still handshaking: aioquic's own recovery handles CRYPTO data
+        loss = self.quic._loss  # aioquic has no public call for this
+        now = self.loop.time()
+        for space in loss.spaces:
+            packets = tuple(p for p in space.sent_packets.values() if p.is_ack_eliciting)
+            if packets:
+                loss._on_packets_lost(congestion_event=False, now=now, packets=packets, space=space)
+        loss._pto_count = 0
+        self.transmit_soon()
+
     def _on_timer(self) -> None:
         self._timer = None
         now = max(self._timer_at or 0.0, self.loop.time())
@@ -647,6 +670,8 @@ class _ServerEndpoint(Endpoint):
     def migrated(self, old: Any, new: Any) -> None:
         self.listener.stats.migrations += 1
         log.debug("QUIC peer %s moved to %s", plain_address(old), plain_address(new))
+        # replies lost in the hand-over (0x8001s of alerts that arrived just before) go again now
+        self.retransmit_in_flight()
 
     def connection_ended(self, event: qe.ConnectionTerminated) -> None:
         listener = self.listener
