@@ -858,8 +858,9 @@ async def start_quic_server(gw: Gateway, host: str, port: int) -> QuicServer:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # many vehicles share this one socket: a larger receive buffer rides out bursts
+        # no SO_REUSEADDR: on Linux it lets a second UDP socket bind the same port and
+        # silently take the datagrams; a second gateway on this port must fail to start.
+        # Many vehicles share this one socket: a larger receive buffer rides out bursts.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.bind((host, port))
     except OSError:
