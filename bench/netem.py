@@ -100,9 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profiles", default="good4g,poor3g,handover", help="comma-separated, of: " + ", ".join(PROFILES)
     )
     parser.add_argument("--vehicles", type=int, default=20, help="vehicles per transport")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of steady traffic per profile")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of steady traffic per profile")
     parser.add_argument(
-        "--alarm-rate", type=float, default=0.05, help="crash alerts per vehicle per second (both transports)"
+        "--alarm-rate", type=float, default=0.1, help="crash alerts per vehicle per second (both transports)"
     )
     parser.add_argument(
         "--report-interval", type=float, default=1.0, help="seconds between a vehicle's reports"
