@@ -435,6 +435,10 @@ class Fleet:
         start = loop.time()
         lat0, lon0 = opts.center
         sem = asyncio.Semaphore(opts.connect_concurrency)
+        if opts.transport == "quic" and "quic" not in CONNECTORS:  # also in a shard (__main__)
+            from bench.quic_client import connect_fleet_terminal
+
+            CONNECTORS["quic"] = connect_fleet_terminal
         connector = CONNECTORS[opts.transport]
 
         async def one(i: int) -> None:

@@ -321,7 +321,7 @@ class QuicTerminalClient(TerminalClient):
 
 
 async def connect_fleet_terminal(fleet: Any, term: asyncio.Protocol, source_ip: str | None) -> None:
-    """bench/fleet.py's connector for ``transport="quic"``: one vehicle, one QUIC connection.
+    """bench/fleet.py's connector for ``transport="quic"`` (its ``CONNECTORS``): one vehicle, one connection.
 
     The fleet keeps one :class:`TicketJar`, so a vehicle that reconnects
     resumes with 0-RTT. The port is ``FleetOptions.port`` (the QUIC listener's);
@@ -338,14 +338,3 @@ async def connect_fleet_terminal(fleet: Any, term: asyncio.Protocol, source_ip: 
         local_addr=(source_ip, 0) if source_ip else None,
         tickets=jar,
     )
-
-
-def _register_with_the_fleet() -> None:
-    from bench import fleet
-
-    connectors = getattr(fleet, "CONNECTORS", None)
-    if connectors is not None:
-        connectors.setdefault("quic", connect_fleet_terminal)
-
-
-_register_with_the_fleet()

@@ -171,8 +171,6 @@ async def run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     )
     transport = getattr(args, "transport", "tcp")
     if transport == "quic":
-        import bench.quic_client  # noqa: F401  (adds the "quic" fleet connector)
-
         tcp_host, tcp_port = g["quic"].rsplit(":", 1)
         print(f"  vehicles connect over QUIC: quic://{g['quic']} (ALPN jt808)", flush=True)
     fleet = Fleet(
