@@ -133,6 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds run before measuring")
     parser.add_argument("--workers", type=int, default=2, help="server processes (SO_REUSEPORT)")
     parser.add_argument("--fleet-procs", type=int, default=1, help="fleet processes (0: in this process)")
+    parser.add_argument("--fleet-nice", type=int, default=10, help="niceness of the fleet processes (0: off)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -177,6 +178,7 @@ async def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
             window=args.window,
         ),
         args.fleet_procs,
+        args.fleet_nice,
     )
     try:
         await fleet.start()

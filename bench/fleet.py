@@ -587,11 +587,15 @@ class ShardedFleet:
     Vehicles are dealt out in contiguous blocks (phones stay unique); each
     shard gets its own source addresses (``127.0.<10 + shard>.1-8``) unless
     ``source_ips`` is given, in which case the list is dealt round-robin.
+    ``nice`` lowers the shards' scheduling priority: a load generator sharing
+    the machine with the server under test should not take the CPU the server
+    needs, or the server's latency measures the generator.
     """
 
-    def __init__(self, opts: FleetOptions, shards: int) -> None:
+    def __init__(self, opts: FleetOptions, shards: int, nice: int = 0) -> None:
         self.opts = opts
         self.n = max(1, shards)
+        self.nice = nice
         self._shards: list[_Shard] = []
         self.rate_scale = 1.0
         self.stats_counters: dict[str, int] = {k: 0 for k in Stats.COUNTERS}
@@ -634,6 +638,7 @@ class ShardedFleet:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 env=env,
+                preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None,
             )
             shard = _Shard(proc)
             self._shards.append(shard)
@@ -710,9 +715,9 @@ class LocalFleet:
         await self.fleet.stop()
 
 
-def make_fleet(opts: FleetOptions, shards: int) -> LocalFleet | ShardedFleet:
-    """In this process for ``shards`` <= 0, else over that many processes."""
-    return LocalFleet(opts) if shards <= 0 else ShardedFleet(opts, shards)
+def make_fleet(opts: FleetOptions, shards: int, nice: int = 0) -> LocalFleet | ShardedFleet:
+    """In this process for ``shards`` <= 0, else over that many processes (at ``nice``, if given)."""
+    return LocalFleet(opts) if shards <= 0 else ShardedFleet(opts, shards, nice)
 
 
 async def _shard_main() -> None:

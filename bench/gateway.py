@@ -112,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="fleet processes (0: this process; default: one per 15,000 vehicles, at least 1)",
     )
+    a(
+        "--fleet-nice",
+        type=int,
+        default=10,
+        help="niceness of the fleet processes: the generator yields the CPU to the gateway (0: as the bench)",
+    )
     a("--target", default="", metavar="HOST:PORT", help="TCU address of a running gateway (not started here)")
     a(
         "--http",
@@ -411,6 +417,7 @@ class Window:
     processes: int = 0
     loop_lag_p99_ms: float | None = None  # bucket bound, over every gateway process
     commit_p99_ms: float | None = None  # session commits (bucket bound)
+    inside_p99_ms: float | None = None  # the gateway's own alert-read -> offer-written (bucket bound)
 
     @property
     def seconds(self) -> float:
@@ -534,6 +541,8 @@ class Bench:
         w.loop_lag_p99_ms = None if lag is None else round(lag * 1000, 1)
         commit = bucket_quantile(prev_m, m0, "telacd_session_commit_seconds", 0.99)
         w.commit_p99_ms = None if commit is None else round(commit * 1000, 1)
+        inside = bucket_quantile(prev_m, m0, "telacd_crash_to_offer_seconds", 0.99)
+        w.inside_p99_ms = None if inside is None else round(inside * 1000, 1)
         return w
 
     # the run -------------------------------------------------------------------------------------
@@ -543,7 +552,9 @@ class Bench:
         port = free_port()
         servers = CeilingServers("127.0.0.1", port, a.workers)
         await servers.start()
-        fleet = make_fleet(self.fleet_options("127.0.0.1", port, alarms=False), self.fleet_procs())
+        fleet = make_fleet(
+            self.fleet_options("127.0.0.1", port, alarms=False), self.fleet_procs(), a.fleet_nice
+        )
         try:
             await fleet.start()
             await self.wait_online(fleet, "ceiling", 60.0)
@@ -552,7 +563,13 @@ class Bench:
                 rate = (snap["acked"] - first["acked"]) / max(1e-9, snap["at"] - first["at"])
                 self.show(f"ceiling | acked/s {rate:,.0f}")
 
-            result = await measure_closed_loop(fleet, a.warmup, a.duration, progress)
+            await fleet.set_load(saturate=True)
+            await asyncio.sleep(a.warmup)
+            u0 = report.usage(servers.pids)
+            result = await measure_closed_loop(fleet, 0.0, a.duration, progress)
+            u1 = report.usage(servers.pids)
+            frames = result["frames_per_s"] * result["seconds"]
+            result["cpu_us_per_frame"] = round((u1["cpu_s"] - u0["cpu_s"]) / max(1, frames) * 1e6, 2)
         finally:
             await fleet.stop()
             servers.stop()
@@ -564,6 +581,7 @@ class Bench:
         if a.vs_ceiling:
             c = await self.ceiling()
             out["ceiling_frames_per_s"] = c["frames_per_s"]
+            out["ceiling_cpu_us_per_frame"] = c["cpu_us_per_frame"]
         self.gut = gut = GatewayUnderTest(a)
         pool = feed = fleet = None
         try:
@@ -581,7 +599,9 @@ class Bench:
             feed = FeedWatch()
             await feed.start(gut.http, after=None if a.target else 0)
             host, port = gut.tcu
-            self.fleet = fleet = make_fleet(self.fleet_options(host, port, alarms=True), self.fleet_procs())
+            self.fleet = fleet = make_fleet(
+                self.fleet_options(host, port, alarms=True), self.fleet_procs(), a.fleet_nice
+            )
             await fleet.start()
             await self.wait_online(fleet, "connecting", 120.0 + a.vehicles / 1000)
             deadline = time.monotonic() + 10
@@ -754,7 +774,10 @@ class Bench:
             },
             "loop_lag_p99_ms": w.loop_lag_p99_ms,
             "commit_p99_ms": w.commit_p99_ms,
+            "gateway_crash_to_offer_p99_ms": w.inside_p99_ms,
             "fleet_cpu": round(w.fleet_cpu_s / w.seconds, 2),
+            # the gateway's processes' CPU (PostgreSQL's server not included) per acknowledged frame
+            "cpu_us_per_frame": round(w.cpu_s / max(1, w.acked) * 1e6, 2) if w.processes else None,
             "agent_transport": a.agent_transport,
             "transport": a.transport,
         }
@@ -768,6 +791,7 @@ class Bench:
             out["probe"] = {
                 "closed_loop_acked_per_s": round(probe.acked / probe.seconds),
                 "closed_loop_gps_shed_per_s": round(probe.gps_shed / probe.seconds),
+                "closed_loop_cpu_us_per_frame": round(probe.cpu_s / max(1, probe.acked) * 1e6, 2),
                 "sustained_per_s": round(self.sustained),
                 "ramp": self.ramp_steps,
             }

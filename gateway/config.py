@@ -99,6 +99,7 @@ SCALARS: dict[str, dict[str, Any]] = {
         "rcvbuf": 16384,  # kernel receive buffer of a terminal socket, bytes (0: the system default)
         "overload_lag_ms": 20,  # event-loop lag that puts the gateway in overload (GPS storage thinned)
         "overload_keep_s": 10.0,  # in overload, store one position per vehicle per this many seconds
+        "overload_commit_ms": 50,  # a session commit slower than this (an alert waiting) also thins GPS storage
     },
     "sessions": {
         "trail_minutes": 10.0,  # minutes of trail attached to a session
@@ -477,6 +478,8 @@ def _check_scalars(source: str, s: dict[str, dict[str, Any]]) -> None:
         raise ConfigError(source, "terminals.rcvbuf", "must not be negative")
     if t["overload_lag_ms"] < 1:
         raise ConfigError(source, "terminals.overload_lag_ms", "must be at least 1")
+    if t["overload_commit_ms"] < 0:
+        raise ConfigError(source, "terminals.overload_commit_ms", "must not be negative (0: off)")
     if t["overload_keep_s"] < 0:
         raise ConfigError(source, "terminals.overload_keep_s", "must not be negative")
     for key, value in s["sessions"].items():

@@ -39,6 +39,17 @@ class Histogram:
         self.sum += value
         self._recent.append((time.monotonic() if now is None else now, value))
 
+    def recent_max(self, window_s: float) -> float:
+        """The largest sample of the last ``window_s`` seconds (0.0 if none)."""
+        cutoff = time.monotonic() - window_s
+        best = 0.0
+        for t, v in reversed(self._recent):
+            if t < cutoff:
+                break
+            if v > best:
+                best = v
+        return best
+
     def percentiles(self, qs: Iterable[float], window_s: float | None = None) -> dict[float, float | None]:
         """Percentiles of the recent samples (optionally only the last ``window_s`` seconds)."""
         if window_s is None:
@@ -193,7 +204,9 @@ class Collector:
             "telacd_overload", "1 while GPS storage is thinned to keep alerts fast", value=m.overload
         )
         yield _counter(
-            CounterMetricFamily, "telacd_overload_episodes", "times the gateway entered overload",
+            CounterMetricFamily,
+            "telacd_overload_episodes",
+            "times the gateway entered overload",
             m.overload_episodes,
         )
         s = CounterMetricFamily("telacd_sessions_created", "sessions created, by kind", labels=["kind"])

@@ -81,12 +81,21 @@ class OverloadPolicy:
     written, plus, in a worker process, rows not yet shipped to the owner) is
     read at the same time.
 
+    A third signal is the store as alerts see it: a session commit (what an
+    alert's acknowledgement and its offer wait for) slower than
+    ``overload_commit_ms`` in the last half second. GPS rows share the store
+    with alerts: on PostgreSQL a commit waits for the write-ahead log to reach
+    the disk, and the location batches are most of that log. The owner of a
+    multi-process gateway watches its commits and passes the signal to the
+    workers, which store the GPS (:meth:`press`).
+
     The answer is ``store_fraction``, the share of plain position reports that
     are stored, adjusted like TCP's congestion window (AIMD): two samples in a
     row over ``overload_lag_ms`` (a single late wakeup is a neighbour's burst
-    or a GC pass, already over, and shedding would not have helped), or a
-    backlog over a quarter of ``location_queue_max``, halve it; each sample
-    under half of both thresholds adds ``STEP`` back, up to 1. Halving reacts within a sample or two to a flood; the slow climb
+    or a GC pass, already over, and shedding would not have helped), a
+    backlog over a quarter of ``location_queue_max``, or slow commits halve
+    it; each sample under half of the lag and backlog thresholds, with commits
+    fast again, adds ``STEP`` back, up to 1. Halving reacts within a sample or two to a flood; the slow climb
     finds again the most the gateway can store without running late, instead
     of switching everything back on at the first quiet sample and falling
     straight back into overload, which is when alerts would wait.
@@ -110,23 +119,34 @@ class OverloadPolicy:
         self.keep_s = 10.0
         self.backlog: Any = None  # a callable returning the location backlog; default: the store's
         self._late = False  # the previous sample was over the lag threshold
+        self.pressed_until = 0.0  # loop time until which the owner's slow commits count (workers)
         self.configure()
 
     def configure(self) -> None:
         t = self.gw.cfg.terminals
         self.lag_on = t["overload_lag_ms"] / 1000.0
         self.keep_s = t["overload_keep_s"]
+        self.commit_on = t["overload_commit_ms"] / 1000.0
         self.backlog_on = max(1, self.gw.cfg.store["location_queue_max"] // 4)
 
     def current_backlog(self) -> int:
         return self.backlog() if self.backlog is not None else self.gw.store.stats.pending
+
+    def commits_slow(self) -> bool:
+        """A session commit of the last half second took longer than ``overload_commit_ms``."""
+        return self.commit_on > 0 and self.gw.metrics.commit_latency.recent_max(0.5) >= self.commit_on
+
+    def press(self, seconds: float = 0.15) -> None:
+        """Outside pressure (a worker hears of the owner's slow commits): count as slow commits for a while."""
+        self.pressed_until = max(self.pressed_until, self.gw.loop.time() + seconds)
 
     def update(self, lag: float) -> float:
         """One sample of loop lag (seconds); returns the share of plain reports to store now."""
         backlog = self.current_backlog()
         f = self.store_fraction
         late, self._late = self._late, lag >= self.lag_on
-        if (late and self._late) or backlog >= self.backlog_on:
+        slow = self.commits_slow() or self.gw.loop.time() < self.pressed_until
+        if (late and self._late) or backlog >= self.backlog_on or slow:
             f = f * 0.5 if f > 0.01 else 0.0
         elif f < 1.0 and lag < self.lag_on / 2 and backlog < self.backlog_on / 2:
             f = min(1.0, f + self.STEP)

@@ -30,9 +30,10 @@ connection), ``terminals`` (registrations and alarm state to store),
 watched vehicles), ``media``, ``locs`` (location rows, SQLite only; answered
 by ``locs_ok``) and ``metrics`` (counters every second). Owner to worker:
 ``welcome`` (configuration and every known terminal), ``done``, ``write`` and
-``close`` (a connection's bytes or end), ``terminal`` (another worker's
-registration or alarm state), ``watch`` (vehicles whose sessions an agent
-holds) and ``config`` (after a reload).
+``close`` (a connection's bytes or end), ``terminals`` (another worker's
+registrations and alarm state), ``watch`` (vehicles whose sessions an agent
+holds), ``pressure`` (the owner's session commits are slow: store less GPS)
+and ``config`` (after a reload).
 
 Persist, then acknowledge, across processes: a worker acknowledges an alert
 only when the owner's ``done`` says its session is committed; a worker whose
@@ -330,6 +331,7 @@ class Owner:
         self._tasks = [
             loop.create_task(self._supervise(), name="worker-supervisor"),
             loop.create_task(self._watch_loop(), name="worker-watch"),
+            loop.create_task(self._pressure_loop(), name="worker-pressure"),
         ]
 
     def _spawn(self, i: int) -> None:
@@ -540,6 +542,13 @@ class Owner:
 
     def _m_metrics(self, link: Link, msg: dict[str, Any]) -> None:
         self.merger.apply(link.index, msg["m"], msg.get("store") or {})
+
+    async def _pressure_loop(self) -> None:
+        """Slow session commits here mean GPS rows are crowding the store: the workers write those rows."""
+        while True:
+            await asyncio.sleep(0.05)
+            if self.gw.overload.commits_slow():
+                self.broadcast({"t": "pressure"})
 
     async def _watch_loop(self) -> None:
         """Tell workers which vehicles an agent is watching (they send those vehicles' positions)."""
@@ -964,6 +973,8 @@ async def worker_main(path: str, index: int) -> int:
                 gw.terminal_row(row)
         elif t == "watch":
             gw.watch(msg["phones"])
+        elif t == "pressure":
+            gw.overload.press()
         elif t == "config":
             cfg = pickle.loads(msg["config"])
             gw.configure(cfg)

@@ -862,7 +862,13 @@ class PostgresStore(Store):
             rows.sort(key=_PHONE)
             async with self._pool.acquire() as conn:
                 try:
-                    await conn.copy_records_to_table("locations", records=rows, columns=LOCATION_COLUMNS)
+                    # Locations were acknowledged before this write (they carry no persist-then-ack
+                    # promise), so their commit need not wait for the WAL to reach the disk. Session
+                    # commits still do; they then share the disk with far fewer flushes, which under
+                    # a GPS flood is what an alert's commit otherwise queues behind.
+                    async with conn.transaction():
+                        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                        await conn.copy_records_to_table("locations", records=rows, columns=LOCATION_COLUMNS)
                 except Exception:
                     lost = conn.is_closed()
                     raise

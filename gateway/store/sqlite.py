@@ -57,6 +57,7 @@ from .migrations import SQLITE_MIGRATIONS
 
 _STOP = object()
 CHECKPOINT_S = 0.5
+_SLICE = 256  # location rows inserted between two looks at the commit queue
 _PHONE = operator.itemgetter(0)
 _mem_ids = itertools.count(1)
 
@@ -367,7 +368,16 @@ class SqliteStore(Store):
             t0 = time.perf_counter()
             try:
                 conn.execute("BEGIN")
-                conn.executemany(_INSERT_LOCATION, rows)
+                # in slices, looking for a session commit between them: one that arrives mid-batch waits
+                # for a slice (a millisecond or two), not for the batch; the rest of the batch goes back
+                # to the front of the queue and is written after it
+                done = 0
+                while done < n:
+                    conn.executemany(_INSERT_LOCATION, rows[done : done + _SLICE])
+                    done += _SLICE
+                    if done < n and not force and not self._jobs.empty():
+                        locs.extendleft(reversed(rows[done:]))
+                        rows, n = rows[:done], done
                 conn.execute("COMMIT")
             except sqlite3.Error as e:
                 try:

@@ -24,11 +24,19 @@ from .test_e2e import CRASH, SOS, online_terminal, open_agent
 
 def policy(lag_ms: int = 20, queue_max: int = 1000, backlog: int = 0) -> tuple[OverloadPolicy, Metrics]:
     cfg = config.build(
-        {"terminals": {"overload_lag_ms": lag_ms}, "store": {"location_queue_max": queue_max}}, "<test>", {}
+        {
+            "terminals": {"overload_lag_ms": lag_ms, "overload_commit_ms": 25},
+            "store": {"location_queue_max": queue_max},
+        },
+        "<test>",
+        {},
     )
     metrics = Metrics()
     gw = types.SimpleNamespace(
-        cfg=cfg, metrics=metrics, store=types.SimpleNamespace(stats=types.SimpleNamespace(pending=backlog))
+        cfg=cfg,
+        metrics=metrics,
+        store=types.SimpleNamespace(stats=types.SimpleNamespace(pending=backlog)),
+        loop=types.SimpleNamespace(time=time.monotonic),
     )
     return OverloadPolicy(gw), metrics
 
@@ -70,6 +78,18 @@ def test_a_location_backlog_is_overload_at_once():
     assert p.update(0.0) == 0.5 + OverloadPolicy.STEP
     p.backlog = lambda: 10_000  # a worker counts the rows still on their way to the owner
     assert p.update(0.0) < 0.5
+
+
+def test_slow_session_commits_thin_gps_and_the_owner_can_press_the_workers():
+    p, m = policy()
+    m.commit_latency.observe(0.005)
+    assert p.update(0.0) == 1.0
+    m.commit_latency.observe(0.040)  # an alert waited 40 ms for the store
+    assert p.update(0.0) == 0.5
+    assert p.update(0.0) == 0.25  # still within the last half second
+    w, _ = policy()  # a worker: no commits of its own, the owner's signal instead
+    w.press()
+    assert w.update(0.0) == 0.5 and w.shedding
 
 
 async def test_thinning_stores_the_share_counts_the_rest_and_acknowledges_every_report(tmp_path):
