@@ -200,6 +200,7 @@ class StreamTransport(asyncio.Transport):
         self.stream_id = stream_id
         self._protocol = protocol
         self._closing = False
+        self._eof_sent = False
         self._lost = False
         self.stopped = False  # the peer sent STOP_SENDING
         self._reading = True
@@ -236,7 +237,7 @@ class StreamTransport(asyncio.Transport):
         return self._reading and not self._closing
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing or self.stopped or not data:
+        if self._closing or self._eof_sent or self.stopped or not data:
             return
         ep = self._ep
         try:
@@ -256,10 +257,8 @@ class StreamTransport(asyncio.Transport):
         return True
 
     def write_eof(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._send_fin()
+        if not self._closing:
+            self._send_fin()
 
     def close(self) -> None:
         if self._closing:
@@ -361,6 +360,9 @@ class StreamTransport(asyncio.Transport):
             self.close()
 
     def _send_fin(self) -> None:
+        if self._eof_sent:
+            return
+        self._eof_sent = True
         try:
             self._ep.quic.send_stream_data(self.stream_id, b"", end_stream=True)
         except Exception:

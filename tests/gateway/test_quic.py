@@ -340,7 +340,8 @@ async def test_a_paused_stream_grants_no_more_credit_and_delivers_everything_on_
         rec.transport.resume_reading()
         await asyncio.wait_for(rec.eof.wait(), 10)
         assert bytes(rec.data) == payload  # all of it, in order
-        transport.close()
+        transport.close()  # after write_eof: the stream goes, and with it the connection
+        await asyncio.wait_for(client.closed.wait(), 10)
 
 
 async def test_unacknowledged_writes_pause_and_resume_the_writer(cert_pair):
