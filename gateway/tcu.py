@@ -86,16 +86,18 @@ class OverloadPolicy:
     ``overload_commit_ms`` in the last half second. GPS rows share the store
     with alerts: on PostgreSQL a commit waits for the write-ahead log to reach
     the disk, and the location batches are most of that log. The owner of a
-    multi-process gateway watches its commits and passes the signal to the
-    workers, which store the GPS (:meth:`press`).
+    multi-process gateway runs this policy on its own lag, backlog and commits
+    (with SQLite it writes every worker's GPS) and passes its pressure to the
+    workers, which decide what GPS is stored (:meth:`press`).
 
     The answer is ``store_fraction``, the share of plain position reports that
-    are stored, adjusted like TCP's congestion window (AIMD): two samples in a
-    row over ``overload_lag_ms`` (a single late wakeup is a neighbour's burst
-    or a GC pass, already over, and shedding would not have helped), a
-    backlog over a quarter of ``location_queue_max``, or slow commits halve
-    it; each sample under half of the lag and backlog thresholds, with commits
-    fast again, adds ``STEP`` back, up to 1. Halving reacts within a sample or two to a flood; the slow climb
+    are stored, adjusted like TCP's congestion window (AIMD): two of the last
+    three samples over ``overload_lag_ms`` (a single late wakeup is a
+    neighbour's burst or a GC pass, already over, and shedding would not have
+    helped), a backlog over a quarter of ``location_queue_max``, or slow
+    commits halve it; a sample under half of the lag and backlog thresholds,
+    after three on time and with commits fast again, adds ``STEP`` back, up
+    to 1. Halving reacts within a sample or two to a flood; the slow climb
     finds again the most the gateway can store without running late, instead
     of switching everything back on at the first quiet sample and falling
     straight back into overload, which is when alerts would wait.
@@ -118,8 +120,9 @@ class OverloadPolicy:
         self.shedding = False
         self.keep_s = 10.0
         self.backlog: Any = None  # a callable returning the location backlog; default: the store's
-        self._late = False  # the previous sample was over the lag threshold
-        self.pressed_until = 0.0  # loop time until which the owner's slow commits count (workers)
+        self._recent = 0  # the last three samples, a bit each: 1 = over the lag threshold
+        self.pressed_until = 0.0  # loop time until which the owner's pressure counts (workers)
+        self.pressure = False  # the last sample asked for less GPS (the owner passes this on to workers)
         self.configure()
 
     def configure(self) -> None:
@@ -144,11 +147,13 @@ class OverloadPolicy:
         """One sample of loop lag (seconds); returns the share of plain reports to store now."""
         backlog = self.current_backlog()
         f = self.store_fraction
-        late, self._late = self._late, lag >= self.lag_on
+        self._recent = (self._recent << 1 | (lag >= self.lag_on)) & 0b111
+        late = self._recent in (0b011, 0b101, 0b110, 0b111)  # two of the last three samples
         slow = self.commits_slow() or self.gw.loop.time() < self.pressed_until
-        if (late and self._late) or backlog >= self.backlog_on or slow:
+        self.pressure = late or backlog >= self.backlog_on or slow
+        if self.pressure:
             f = f * 0.5 if f > 0.01 else 0.0
-        elif f < 1.0 and lag < self.lag_on / 2 and backlog < self.backlog_on / 2:
+        elif f < 1.0 and not self._recent and lag < self.lag_on / 2 and backlog < self.backlog_on / 2:
             f = min(1.0, f + self.STEP)
         self.store_fraction = f
         m = self.gw.metrics

@@ -32,7 +32,8 @@ by ``locs_ok``) and ``metrics`` (counters every second). Owner to worker:
 ``welcome`` (configuration and every known terminal), ``done``, ``write`` and
 ``close`` (a connection's bytes or end), ``terminals`` (another worker's
 registrations and alarm state), ``watch`` (vehicles whose sessions an agent
-holds), ``pressure`` (the owner's session commits are slow: store less GPS)
+holds), ``pressure`` (the owner is late, behind with GPS or its commits are
+slow: store less GPS)
 and ``config`` (after a reload).
 
 Persist, then acknowledge, across processes: a worker acknowledges an alert
@@ -61,10 +62,11 @@ import itertools
 import logging
 import os
 import pickle
+import secrets
 import signal
+import socket
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 from protocols.agentwire import FrameDecoder, encode_frame
@@ -299,8 +301,8 @@ class Owner:
         self.links: dict[int, Link] = {}
         self.procs: dict[int, subprocess.Popen] = {}
         self.gw: Any = None
-        self._dir = tempfile.mkdtemp(prefix="telacd-workers-")
-        self.path = os.path.join(self._dir, "channel")
+        # an abstract Unix socket (Linux): nothing on disk for a killed owner to leave behind
+        self.name = f"telacd-{os.getpid()}-{secrets.token_hex(4)}"
         self._server: Any = None
         self._hello: dict[int, asyncio.Future] = {}
         self._stopping = False
@@ -319,7 +321,12 @@ class Owner:
         self._ready = asyncio.Event()
         # the workers start first: their imports overlap with opening the store and recovering sessions;
         # each is welcomed once the gateway is ready (an alert needs the session manager)
-        self._server = await loop.create_unix_server(lambda: Link(self._on_message, self._on_lost), self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind("\0" + self.name)
+        listener.listen(64)
+        self._server = await loop.create_unix_server(
+            lambda: Link(self._on_message, self._on_lost), sock=listener
+        )
         for i in range(self.n):
             self._spawn(i)
         self.gw = gw = Gateway(self.owner_config(), config_path=self.config_path)
@@ -343,7 +350,9 @@ class Owner:
             "-m",
             "gateway.workers",
             "--channel",
-            self.path,
+            self.name,
+            "--owner-pid",
+            str(os.getpid()),
             "--index",
             str(i),
             "--log-level",
@@ -386,11 +395,6 @@ class Owner:
                 link.transport.close()
         if self.gw is not None:
             await self.gw.stop()
-        try:
-            os.unlink(self.path)
-            os.rmdir(self._dir)
-        except OSError:
-            pass
 
     def broadcast(self, msg: dict[str, Any], but: Link | None = None) -> None:
         for link in self.links.values():
@@ -544,10 +548,11 @@ class Owner:
         self.merger.apply(link.index, msg["m"], msg.get("store") or {})
 
     async def _pressure_loop(self) -> None:
-        """Slow session commits here mean GPS rows are crowding the store: the workers write those rows."""
+        """The owner's own overload (late loop, GPS backlog, slow commits) is the workers' to relieve:
+        they decide what GPS is stored, and with SQLite the owner writes all of it."""
         while True:
             await asyncio.sleep(0.05)
-            if self.gw.overload.commits_slow():
+            if self.gw.overload.pressure:
                 self.broadcast({"t": "pressure"})
 
     async def _watch_loop(self) -> None:
@@ -942,7 +947,7 @@ class WorkerGateway(Gateway):
         self.send_metrics()
 
 
-async def worker_main(path: str, index: int) -> int:
+async def worker_main(name: str, index: int) -> int:
     loop = asyncio.get_running_loop()
     welcome: asyncio.Future = loop.create_future()
     state: dict[str, Any] = {"gw": None}
@@ -986,9 +991,17 @@ async def worker_main(path: str, index: int) -> int:
         if state["gw"] is not None:
             state["gw"].sessions.fail_all()
 
-    _, link = await loop.create_unix_connection(lambda: Link(on_message, on_lost), path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect("\0" + name)
+    _, link = await loop.create_unix_connection(lambda: Link(on_message, on_lost), sock=sock)
     link.send({"t": "hello", "index": index, "pid": os.getpid()})
-    msg = await welcome
+    gone = loop.create_task(lost.wait())
+    await asyncio.wait([welcome, gone], return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if not welcome.done():  # the owner died before it could welcome us
+        log.error("worker %d: the owner process is gone; exiting", index)
+        return 1
+    msg = welcome.result()
     cfg = pickle.loads(msg["config"])
     gw = WorkerGateway(cfg, link, index)
     state["gw"] = gw
@@ -1013,9 +1026,23 @@ async def worker_main(path: str, index: int) -> int:
     return 0
 
 
+def _die_with_parent(owner: int) -> None:
+    """Linux: SIGTERM when the owner dies, whatever it was doing (prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the closed channel is the only signal (see worker_main)
+    if owner and os.getppid() != owner:  # orphaned before the line above
+        sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="one TCU worker process of telacd serve --workers N")
-    parser.add_argument("--channel", required=True, help="the owner's Unix socket")
+    parser.add_argument("--channel", required=True, help="the owner's abstract Unix socket name")
+    parser.add_argument("--owner-pid", type=int, default=0, help="the owner's pid (exit if it is gone)")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--no-uvloop", action="store_true")
     parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
@@ -1030,6 +1057,7 @@ def main() -> None:
         uvloop.install()
     # the owner handles Ctrl-C for the whole gateway; a worker stops when told (SIGTERM) or orphaned
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(args.owner_pid)
     sys.exit(asyncio.run(worker_main(args.channel, args.index)))
 
 

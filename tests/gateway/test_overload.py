@@ -41,12 +41,14 @@ def policy(lag_ms: int = 20, queue_max: int = 1000, backlog: int = 0) -> tuple[O
     return OverloadPolicy(gw), metrics
 
 
-def test_one_late_wakeup_is_not_overload_two_in_a_row_halve_the_stored_share():
+def test_one_late_wakeup_is_not_overload_two_of_three_halve_the_stored_share():
     p, m = policy(lag_ms=20)
     assert p.update(0.030) == 1.0 and not p.shedding  # a single spike: already over
-    assert p.update(0.001) == 1.0
+    for _ in range(3):
+        assert p.update(0.001) == 1.0
     assert p.update(0.025) == 1.0
-    assert p.update(0.025) == 0.5 and p.shedding
+    assert p.update(0.001) == 1.0
+    assert p.update(0.025) == 0.5 and p.shedding  # late, on time, late: two of three
     assert (m.overload, m.overload_episodes) == (1, 1)
     assert p.update(0.100) == 0.25
     assert p.update(0.100) == 0.125
@@ -57,6 +59,10 @@ def test_the_share_falls_to_nothing_then_climbs_back_slowly_and_the_episode_ends
     for _ in range(12):
         p.update(0.050)
     assert p.store_fraction == 0.0
+    # on time again, but the last three samples are not all on time yet: no climb
+    for lag in (0.001, 0.001):
+        p.update(lag)
+        assert p.store_fraction == 0.0
     # between half the threshold and the threshold: neither worse nor better (hysteresis)
     p.update(0.015)
     assert p.store_fraction == 0.0
