@@ -126,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --target: its HTTP address (agents, feed, metrics)",
     )
     a("--target-pid", type=int, default=0, help="with --target: its process id, for CPU and memory")
+    a(
+        "--agent-tcp",
+        default="",
+        metavar="HOST:PORT",
+        help="with --target: its msgpack agent port (else WebSocket)",
+    )
     a("--print-config", action="store_true", help="print the agents/subscriber a --target needs, and exit")
     a(
         "--gateway-option",
@@ -213,7 +219,9 @@ class GatewayUnderTest:
             self.http = args.http or ""
             if not self.http:
                 raise SystemExit("--target needs --http HOST:PORT (agents, feed and metrics)")
-            self.agent_tcp = ""
+            self.agent_tcp = args.agent_tcp
+            if args.agent_transport == "tcp" and not self.agent_tcp:
+                args.agent_transport = "ws"  # the target's msgpack agent port was not given
         else:
             p = [free_port() for _ in range(4)]
             self.tcp, self.http = f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"
