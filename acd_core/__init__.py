@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = frozenset(
+# The public names, defined once: acd_core.routing exports exactly these.
+PUBLIC: tuple[str, ...] = tuple(
     [
         "COMPILED",
         "STATE_NAMES",
@@ -42,6 +43,6 @@ _EXPORTS = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
+    if name in PUBLIC:
         return getattr(importlib.import_module("acd_core.routing"), name)
     raise AttributeError(f"module 'acd_core' has no attribute {name!r}")

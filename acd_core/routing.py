@@ -7,8 +7,13 @@ or when the extension was not built. See docs/acd.md for a walk-through.
 
 from __future__ import annotations
 
+from acd_core import PUBLIC
 from acd_core import impl as _impl
-from acd_core.config import STRATEGIES, AgentConfig, EscalationStep, PriorityClass, QueueConfig
+from acd_core.config import STRATEGIES as STRATEGIES  # re-exported (the names are acd_core.PUBLIC)
+from acd_core.config import AgentConfig as AgentConfig
+from acd_core.config import EscalationStep as EscalationStep
+from acd_core.config import PriorityClass as PriorityClass
+from acd_core.config import QueueConfig as QueueConfig
 
 _engine = _impl.engine()
 COMPILED: bool = _impl.is_compiled(_engine)
@@ -32,29 +37,4 @@ AgentStateChanged = _engine.AgentStateChanged
 WrapupEnded = _engine.WrapupEnded
 STATE_NAMES: tuple[str, ...] = _engine.STATE_NAMES
 
-__all__ = [
-    "COMPILED",
-    "STATE_NAMES",
-    "STRATEGIES",
-    "AgentConfig",
-    "AgentStateChanged",
-    "EscalationStep",
-    "Event",
-    "OfferCreated",
-    "OfferWithdrawn",
-    "PriorityClass",
-    "QueueConfig",
-    "Router",
-    "Task",
-    "TaskAbandoned",
-    "TaskAssigned",
-    "TaskCancelled",
-    "TaskCompleted",
-    "TaskEscalated",
-    "TaskMerged",
-    "TaskQueued",
-    "TaskReprioritised",
-    "TaskRequeued",
-    "TaskRestored",
-    "WrapupEnded",
-]
+__all__ = list(PUBLIC)

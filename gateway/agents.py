@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from protocols.agentwire import AGENT_MESSAGES, COMMANDS, BadMessage, check_client_message
 
-from .channels import Channel
+from .channels import Channel, first_message, refuse
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -52,24 +52,13 @@ class AgentHub:
 
     async def serve(self, channel: Channel) -> None:
         gw = self.gw
-        first = await channel.recv()
+        first = await first_message(channel, AGENT_MESSAGES, "login")
         if first is None:
-            return
-        try:
-            if isinstance(first, BadMessage):
-                raise first
-            check_client_message(first, AGENT_MESSAGES)
-            if first["type"] != "login":
-                raise BadMessage("bad_message", "the first message must be 'login'")
-        except BadMessage as e:
-            channel.send(e.to_message())
-            await channel.flush_and_close()
             return
         agent_id = first["agent"]
         spec = gw.agent_specs.get(agent_id)
         if spec is None or spec.token != first["token"]:
-            channel.send({"type": "error", "code": "auth", "message": "unknown agent or wrong token"})
-            await channel.flush_and_close()
+            await refuse(channel, "auth", "unknown agent or wrong token")
             return
         state = first.get("state") or "available"
         if state not in ("available", "break"):

@@ -21,7 +21,15 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from protocols.agentwire import BadMessage, FrameDecoder, WireError, decode_json, encode_frame, encode_json
+from protocols.agentwire import (
+    BadMessage,
+    FrameDecoder,
+    WireError,
+    check_client_message,
+    decode_json,
+    encode_frame,
+    encode_json,
+)
 
 MAX_BACKLOG = 10000
 
@@ -213,3 +221,31 @@ class TcpChannel(asyncio.Protocol, Channel):
 
     async def flush_and_close(self) -> None:
         self.close()  # transport.close() flushes buffered data first
+
+
+async def first_message(channel: Channel, spec: dict[str, Any], expected: str) -> dict[str, Any] | None:
+    """The opening message of a connection (``login`` or ``subscribe``), validated against ``spec``.
+
+    Returns None after answering an invalid opening with an error and closing
+    the connection (or when the peer left without a word).
+    """
+    first = await channel.recv()
+    if first is None:
+        return None
+    try:
+        if isinstance(first, BadMessage):
+            raise first
+        check_client_message(first, spec)
+        if first["type"] != expected:
+            raise BadMessage("bad_message", f"the first message must be '{expected}'")
+    except BadMessage as e:
+        channel.send(e.to_message())
+        await channel.flush_and_close()
+        return None
+    return first
+
+
+async def refuse(channel: Channel, code: str, message: str) -> None:
+    """Answer with an error and close (authentication failures)."""
+    channel.send({"type": "error", "code": code, "message": message})
+    await channel.flush_and_close()

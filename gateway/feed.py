@@ -26,7 +26,7 @@ from typing import Any
 
 from protocols.agentwire import SUBSCRIBER_MESSAGES, BadMessage, check_client_message
 
-from .channels import Channel
+from .channels import Channel, first_message, refuse
 from .config import ConfigError, SubscriberSpec, check_filter
 from .store import EventRow, Store
 
@@ -102,29 +102,17 @@ class FeedHub:
 
     async def serve(self, channel: Channel, subscribers: dict[str, SubscriberSpec]) -> None:
         """Run one subscriber connection until it closes."""
-        first = await channel.recv()
+        first = await first_message(channel, SUBSCRIBER_MESSAGES, "subscribe")
         if first is None:
             return
+        spec = subscribers.get(first["subscriber"])
+        if spec is None or spec.token != first["token"]:
+            await refuse(channel, "auth", "unknown subscriber or wrong token")
+            return
         try:
-            if isinstance(first, BadMessage):
-                raise first
-            check_client_message(first, SUBSCRIBER_MESSAGES)
-            if first["type"] != "subscribe":
-                raise BadMessage("bad_message", "the first message must be 'subscribe'")
-            spec = subscribers.get(first["subscriber"])
-            if spec is None or spec.token != first["token"]:
-                channel.send(
-                    {"type": "error", "code": "auth", "message": "unknown subscriber or wrong token"}
-                )
-                await channel.flush_and_close()
-                return
-            try:
-                wanted = check_filter("subscribe", "filter", first.get("filter") or {})
-            except ConfigError as e:
-                raise BadMessage("bad_filter", f"{e.key}: {e.reason}") from None
-        except BadMessage as e:
-            channel.send(e.to_message())
-            await channel.flush_and_close()
+            wanted = check_filter("subscribe", "filter", first.get("filter") or {})
+        except ConfigError as e:
+            await refuse(channel, "bad_filter", f"{e.key}: {e.reason}")
             return
         filt = _narrow(spec.filter, wanted)
         last = self.committed
