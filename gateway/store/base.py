@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +137,45 @@ class StoreStats:
     pending: int = 0  # rows waiting for the writer
     errors: int = 0  # failed writes (retried)
     last_error: str = ""
+
+
+def session_query(
+    columns: str,
+    mark: Callable[[int], str],
+    *,
+    state: str | None,
+    queue: str | None,
+    tenant: str | None,
+    kind: str | None,
+    since: float | None,
+    until: float | None,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The SQL and arguments of :meth:`Store.list_sessions`, for any backend.
+
+    ``mark(n)`` is the n-th placeholder of the backend's driver (``?`` for
+    sqlite3, ``$n`` for asyncpg).
+    """
+    where: list[str] = []
+    args: list[Any] = []
+
+    def cond(sql: str, value: Any) -> None:
+        args.append(value)
+        where.append(sql.format(mark(len(args))))
+
+    for col, value in (("state", state), ("queue", queue), ("tenant", tenant), ("kind", kind)):
+        if value is not None:
+            cond(col + " = {}", value)
+    if since is not None:
+        cond("created_at >= {}", since)
+    if until is not None:
+        cond("created_at <= {}", until)
+    sql = f"SELECT {columns} FROM sessions"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    args.append(limit)
+    sql += f" ORDER BY created_at DESC, id DESC LIMIT {mark(len(args))}"
+    return sql, args
 
 
 class StoreError(Exception):

@@ -98,6 +98,7 @@ from .base import (
     StoreError,
     StoreStats,
     TerminalRow,
+    session_query,
 )
 from .migrations import PG_LOCK_KEY, POSTGRES_MIGRATIONS, apply_postgres
 
@@ -710,22 +711,10 @@ class PostgresStore(Store):
         until: float | None = None,
         limit: int = 100,
     ) -> list[SessionRow]:
-        where, args = [], []
-        for col, value in (("state", state), ("queue", queue), ("tenant", tenant), ("kind", kind)):
-            if value is not None:
-                args.append(value)
-                where.append(f"{col} = ${len(args)}")
-        if since is not None:
-            args.append(since)
-            where.append(f"created_at >= ${len(args)}")
-        if until is not None:
-            args.append(until)
-            where.append(f"created_at <= ${len(args)}")
-        sql = f"SELECT {_SESSION_COLS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        args.append(limit)
-        sql += f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+        sql, args = session_query(
+            _SESSION_COLS, lambda n: f"${n}", state=state, queue=queue, tenant=tenant, kind=kind,
+            since=since, until=until, limit=limit,
+        )  # fmt: skip
         return [_session_row(r) for r in await self._fetch(sql, *args)]
 
     # -- terminals ------------------------------------------------------------------------

@@ -63,6 +63,7 @@ from .base import (
     StoreError,
     StoreStats,
     TerminalRow,
+    session_query,
 )
 from .migrations import SQLITE_MIGRATIONS
 
@@ -505,22 +506,10 @@ class SqliteStore(Store):
         until: float | None = None,
         limit: int = 100,
     ) -> list[SessionRow]:
-        where, args = [], []
-        for col, value in (("state", state), ("queue", queue), ("tenant", tenant), ("kind", kind)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                args.append(value)
-        if since is not None:
-            where.append("created_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("created_at <= ?")
-            args.append(until)
-        sql = f"SELECT {_SESSION_COLS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        args.append(limit)
+        sql, args = session_query(
+            _SESSION_COLS, lambda n: "?", state=state, queue=queue, tenant=tenant, kind=kind,
+            since=since, until=until, limit=limit,
+        )  # fmt: skip
         return await self._read(lambda c: [_session_row(r) for r in c.execute(sql, args)])
 
     # -- terminals ---------------------------------------------------------------------
