@@ -113,15 +113,17 @@ def plot(
     top.set_xlabel("seconds")
     top.set_ylabel("latency, ms (log)")
     top.axhline(50, color="grey", linestyle=":", linewidth=0.8)
-    # shade the phases
+    # shade the measured phases; name each kind of phase once (a ramp has many short steps)
     start = 0
+    named: set[str] = set()
     for i in range(1, len(tl.t) + 1):
         if i == len(tl.t) or tl.phase[i] != tl.phase[start]:
-            if tl.phase[start] not in ("measure", ""):
+            kind = tl.phase[start].split("-")[0]
+            if not tl.phase[start].endswith(("warmup", "settle", "drain")):
                 top.axvspan(tl.t[start], tl.t[i - 1], color="khaki", alpha=0.25)
-            top.text(
-                tl.t[start], top.get_ylim()[1] if top.get_ylim() else 1, tl.phase[start], fontsize=7, va="top"
-            )
+            if kind not in named:
+                named.add(kind)
+                top.text(tl.t[start], top.get_ylim()[1], kind, fontsize=7, va="top")
             start = i
     rate = top.twinx()
     rate.plot(tl.t, tl.sent_per_s, color="tab:green", linestyle="--", linewidth=0.8, label="sent/s")
