@@ -98,7 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--vs-ceiling", action="store_true", help="also measure the bare ceiling server; add ceiling_ratio")
     a("--agents", type=int, default=20, help="simulated agents")
     a("--agent-transport", choices=("ws", "tcp"), default="tcp", help="agents over WebSocket or msgpack")
-    a("--transport", default="tcp", help="TCU transport (a key of bench.fleet.CONNECTORS)")
+    a(
+        "--transport",
+        choices=("tcp", "quic"),
+        default="tcp",
+        help="TCU transport; quic: the gateway started here gets a QUIC listener with a throwaway certificate",
+    )
     a("--workers", type=int, default=2, help="TCU acceptor processes of the gateway started here")
     a(
         "--store",
@@ -226,10 +231,13 @@ class GatewayUnderTest:
             p = [free_port() for _ in range(4)]
             self.tcp, self.http = f"127.0.0.1:{p[0]}", f"127.0.0.1:{p[1]}"
             self.agent_tcp, self.feed_tcp = f"127.0.0.1:{p[2]}", f"127.0.0.1:{p[3]}"
+            # QUIC is UDP: a free TCP port number is free enough for the listener's own check at start
+            self.quic = f"127.0.0.1:{free_port()}" if args.transport == "quic" else ""
 
     @property
     def tcu(self) -> tuple[str, int]:
-        host, port = self.tcp.rsplit(":", 1)
+        """Where the fleet connects: the TCP listener, or the QUIC one with ``--transport quic``."""
+        host, port = (self.quic or self.tcp).rsplit(":", 1)
         return host, int(port)
 
     async def start(self) -> None:
@@ -258,6 +266,11 @@ class GatewayUnderTest:
             # the closed loop sends up to window x (acks/s per vehicle): do not let flood control measure itself
             "terminals": {"auth": "open", "max_frames_per_s": 5000},
         }
+        if self.quic:
+            from gateway.cmd_cert import write_pair
+
+            cert, key = write_pair(os.path.join(self.tmp, "quic"), names=["localhost"], ips=["127.0.0.1"])
+            sections["gateway"].update(quic=self.quic, quic_cert=str(cert), quic_key=str(key))
         for section, values in parse_options(a.gateway_option).items():
             sections.setdefault(section, {}).update(values)
         path = os.path.join(self.tmp, "telacd.toml")
@@ -279,7 +292,8 @@ class GatewayUnderTest:
                 raise RuntimeError(f"the gateway exited: {self.tail()}")
             with contextlib.suppress(OSError, aiohttp.ClientError):
                 m = await self.metrics()
-                if m and await _tcp_open(*self.tcu):
+                host, port = self.tcp.rsplit(":", 1)
+                if m and await _tcp_open(host, int(port)):
                     return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"the gateway did not start: {self.tail()}")

@@ -75,6 +75,37 @@ async def test_a_short_run_against_two_workers_loses_nothing_and_offers_nothing_
     assert out["rss_mib"] > 0 and out["cpu"] is not None and out["gateway_processes"] == 3
 
 
+async def test_a_short_run_over_quic_starts_a_quic_listener_and_loses_nothing():
+    a = args(
+        "--transport",
+        "quic",
+        "--vehicles",
+        "20",
+        "--report-interval",
+        "0.5",
+        "--alarm-rate",
+        "4",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--workers",
+        "1",
+        "--fleet-procs",
+        "0",
+        "--agents",
+        "2",
+        "--json",
+    )
+    bench = bench_gateway.Bench(a)
+    out = await bench.run()
+    assert out["transport"] == "quic" and out["connections"] == 20
+    assert out["acked_per_s"] > 0 and out["alarms"]["measured"] > 0
+    assert out["lost_sessions"] == 0 and out["duplicate_offers"] == 0
+    # the fleet went to the QUIC listener, not the TCP one
+    assert bench.gut.quic and bench.gut.tcu[1] == int(bench.gut.quic.rsplit(":", 1)[1])
+
+
 def test_an_acknowledged_alarm_without_a_session_is_lost_an_unacknowledged_one_is_not():
     log = [
         ("A", "crash", 1.0, 1.1),  # acked, session created
