@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -12,24 +13,49 @@ from tests.conftest import require_service, tcp_reachable
 
 PG_DSN = os.environ.get("TELACD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-# Backends the store suite runs on. PostgreSQL joins when its backend module exists.
-BACKENDS = ["sqlite"]
+# Backends the store suite runs on. PostgreSQL is always listed: a backend module that does not import
+# (asyncpg missing, a syntax error) is a missing service like an unreachable server, so it skips with the
+# reason, and fails under TELACD_REQUIRE_SERVICES=1 instead of quietly shrinking the suite to SQLite.
+BACKENDS = ["sqlite", "postgresql"]
 try:
     import gateway.store.postgres  # noqa: F401
 
-    BACKENDS.append("postgresql")
-except ImportError:
-    pass
+    PG_IMPORT_ERROR: Exception | None = None
+except ImportError as e:
+    PG_IMPORT_ERROR = e
 
 
-def pg_available() -> bool:
-    return tcp_reachable("127.0.0.1", 5432)
+def pg_target(dsn: str | None = None) -> tuple[str, int]:
+    """The (host, port) ``dsn`` (default PG_DSN) names: the URL's, else ``?host=``/``?port=``, else the defaults."""
+    parts = urlsplit(PG_DSN if dsn is None else dsn)
+    query = dict(parse_qsl(parts.query))
+    host = parts.hostname or query.get("host") or "127.0.0.1"
+    port = parts.port or int(query.get("port") or 5432)
+    return host, port
+
+
+def pg_available(dsn: str | None = None) -> bool:
+    """Whether the server TELACD_TEST_PG names (127.0.0.1:5432 by default) accepts connections."""
+    host, port = pg_target(dsn)
+    if host.startswith("/"):  # a Unix-socket directory
+        return os.path.exists(os.path.join(host, f".s.PGSQL.{port}"))
+    return tcp_reachable(host, port)
+
+
+def require_pg() -> str:
+    """PG_DSN, or skip (fail under TELACD_REQUIRE_SERVICES=1) naming why PostgreSQL cannot be used."""
+    if PG_IMPORT_ERROR is not None:
+        require_service("PostgreSQL", f"gateway.store.postgres does not import: {PG_IMPORT_ERROR!r}")
+    if not pg_available():
+        host, port = pg_target()
+        require_service("PostgreSQL", f"nothing listens on {host}:{port} (TELACD_TEST_PG)")
+    return PG_DSN
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    if request.param == "postgresql" and not pg_available():
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
+    if request.param == "postgresql":
+        require_pg()
     return request.param
 
 

@@ -26,9 +26,8 @@ from bench.clients import agent_login, connect, subscribe
 from bench.terminal import device_now
 from gateway.store.postgres import drop_schema_url, fresh_schema_url
 from protocols.jt808 import events as ev
-from tests.conftest import require_service
 
-from .conftest import PG_DSN, pg_available
+from .conftest import require_pg
 from .harness import ChildGateway
 from .test_api import api_gateway, online_terminal
 from .test_store_postgres import Proxy
@@ -41,9 +40,7 @@ CRASH = 1 << 29
 
 @pytest.fixture
 async def schema_url():
-    if not pg_available():
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
-    url = await fresh_schema_url(PG_DSN)
+    url = await fresh_schema_url(require_pg())
     yield url
     await drop_schema_url(url)
 

@@ -25,8 +25,7 @@ from gateway.store.postgres import (
     parse_postgres_url,
     partition_name,
 )
-from tests.conftest import require_service
-from tests.gateway.conftest import PG_DSN, pg_available
+from tests.gateway.conftest import require_pg
 
 pytestmark = pytest.mark.services
 
@@ -152,9 +151,7 @@ class Proxy:
 
 @pytest.fixture
 def pg():
-    if not pg_available():
-        require_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
-    return PG_DSN
+    return require_pg()
 
 
 @pytest.fixture
