@@ -103,6 +103,8 @@ class Metrics:
         self.offer_timeouts = 0
         self.escalations = 0
         self.commands: collections.Counter[str] = collections.Counter()  # by outcome
+        # vehicle alarms only (alarm-bit triggers): channel sessions, one-key service calls and supervisor
+        # sessions wait for an agent by design, and would bury the alert path's latency under queue time
         self.crash_to_offer = Histogram(LATENCY_BUCKETS)
         self.commit_latency = Histogram(LATENCY_BUCKETS)  # session commit submitted -> stored
         # event loop
@@ -245,7 +247,7 @@ class Collector:
         yield _histogram(
             HistogramMetricFamily,
             "telacd_crash_to_offer_seconds",
-            "alert ingress to offer delivered",
+            "vehicle alarm (crash, SOS, rollover...) ingress to its first offer delivered",
             m.crash_to_offer,
         )
         yield _histogram(

@@ -88,7 +88,10 @@ class Session:
         self.closed_at: float | None = None
         self.phone: str | None = None
         self.skills: dict[str, int] = {}
-        self.ingress: float | None = None  # loop time the alert arrived (latency metric)
+        # loop time a vehicle's alarm arrived, for the crash->offer histogram until the first offer; None for
+        # every other session (one-key service calls, channel requests, supervisor sessions): their wait for
+        # an agent is not the alert path's latency (see _on_OfferCreated)
+        self.ingress: float | None = None
         self.offers: dict[str, str] = {}  # offer id -> agent id
         self.last_push = 0.0
         self.waiting_in: str | None = None
@@ -291,13 +294,14 @@ class SessionManager:
         data: dict[str, Any] = {"vehicle": self._vehicle_json(v), "request": text}
         if position is not None:
             data["position"] = position
-        s, fut = self._open_or_merge(v, trigger, kind=trigger.kind, data=data, ingress=ingress)
+        # not timed as crash->offer: a service request waits for a service agent by design
+        s, fut = self._open_or_merge(v, trigger, kind=trigger.kind, data=data, ingress=None)
         await fut
         self._route_new(s)
         return s
 
     def _open_or_merge(
-        self, v: Vehicle, trigger: Any, kind: str, data: dict[str, Any], ingress: float
+        self, v: Vehicle, trigger: Any, kind: str, data: dict[str, Any], ingress: float | None
     ) -> tuple[Session, asyncio.Future]:
         gw = self.gw
         incident = f"{v.phone}:{kind}"
@@ -418,7 +422,6 @@ class SessionManager:
             skills=dict(skills),
             idempotency_key=idempotency_key or None,
         )
-        s.ingress = self.gw.loop.time()
         waiter: asyncio.Future | None = None
         if idempotency_key:
             waiter = self.gw.loop.create_future()
@@ -576,7 +579,7 @@ class SessionManager:
             {"type": "offer", "offer": offer, "session": s.summary(), "expires_in_ms": expires_ms},
         )
         gw.metrics.offers += 1
-        if delivered and s.ingress is not None:
+        if delivered and s.ingress is not None:  # a vehicle's alarm (only those carry ingress)
             gw.metrics.crash_to_offer.observe(gw.loop.time() - s.ingress)
             s.ingress = None  # the first offer is the one the latency is about
         first = s.state == "waiting"

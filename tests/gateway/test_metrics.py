@@ -186,3 +186,31 @@ async def test_counters_move_with_traffic(tmp_path):
         await bob.close()
         await t.close()
         await asyncio.sleep(0)
+
+
+async def test_crash_to_offer_counts_vehicle_alarms_only(tmp_path):
+    # a chat from an app and a one-key service call wait for an agent; neither is an alarm's latency
+    async with api_gateway(tmp_path) as (gw, ep, api):
+        t = await online_terminal(ep)
+        chat = await api.post("/api/sessions", {"channel": "chat", "queue": "service"}, expect=201)
+        assert await t.service_call("请帮我预约保养") == 0
+        await asyncio.sleep(0.3)  # both wait: nobody is logged in
+        bob = await connect("ws", http=ep.http, path="/agent")
+        await agent_login(bob, "bob", "bob-token")
+        offered = {(await bob.expect("offer"))["session"]["id"] for _ in range(2)}
+        assert chat["id"] in offered and len(offered) == 2
+        m = await scrape(ep.http)
+        assert m("telacd_crash_to_offer_seconds_count") == 0 and gw.metrics.crash_to_offer.count == 0
+        assert gw.metrics.snapshot()["crash_to_offer_ms"] == {"p50": None, "p99": None}  # dashboard, demo
+
+        # a vehicle's SOS is what it measures
+        alice = await connect("ws", http=ep.http, path="/agent")
+        await agent_login(alice, "alice", "alice-token")
+        assert await t.report(alarm=SOS) == 0
+        assert (await alice.expect("offer"))["session"]["kind"] == "sos"
+        m = await scrape(ep.http)
+        assert m("telacd_crash_to_offer_seconds_count") == 1
+        assert 0 < m("telacd_crash_to_offer_seconds_sum") < 0.3
+        await alice.close()
+        await bob.close()
+        await t.close()
