@@ -558,8 +558,10 @@ class Api:
         skills_raw = _opt_object(body, "skills")
         skills: dict[str, int] = {}
         for name, level in skills_raw.items():
+            if not name.strip() or len(name) > 100:
+                raise bad(f"'skills': a skill name must be 1-100 characters, not blank, got {name!r}")
             if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 10:
-                raise bad(f"skill {name!r}: the level must be an integer 1-10, got {level!r}")
+                raise bad(f"'skills.{name}': the level must be an integer 1-10, got {level!r}")
             skills[name] = level
         data = _opt_object(body, "data")
         key = _opt_str(body, "idempotency_key")

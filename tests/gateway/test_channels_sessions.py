@@ -209,7 +209,12 @@ async def test_tenants_skills_and_classes(tmp_path):
         ({"channel": "chat", "queue": "service", "tenant": ""}, "bad_request", "'tenant' must be a non-empty"),
         ({"channel": "chat", "queue": "service", "customer": "gold"}, "bad_request", "'customer' must be a JSON object"),
         ({"channel": "chat", "queue": "service", "customer": {"tier": 3}}, "bad_request", "'customer.tier'"),
-        ({"channel": "chat", "queue": "service", "skills": {"service": 11}}, "bad_request", "integer 1-10"),
+        ({"channel": "chat", "queue": "service", "skills": {"service": 11}}, "bad_request", "'skills.service'"),
+        ({"channel": "chat", "queue": "service", "skills": {"service": 0}}, "bad_request", "integer 1-10, got 0"),
+        ({"channel": "chat", "queue": "service", "skills": {"service": -3}}, "bad_request", "integer 1-10"),
+        ({"channel": "chat", "queue": "service", "skills": {"": 5}}, "bad_request", "'skills': a skill name"),
+        ({"channel": "chat", "queue": "service", "skills": {"  ": 5}}, "bad_request", "'skills': a skill name"),
+        ({"channel": "chat", "queue": "service", "skills": {"s" * 101: 5}}, "bad_request", "1-100 characters"),
         ({"channel": "chat", "queue": "service", "skills": {"service": True}}, "bad_request", "integer 1-10"),
         ({"channel": "chat", "queue": "service", "skills": ["service"]}, "bad_request", "'skills' must be a JSON"),
         ({"channel": "chat", "queue": "service", "data": [1]}, "bad_request", "'data' must be a JSON object"),
@@ -227,6 +232,29 @@ async def test_invalid_requests_are_refused_with_the_reason(tmp_path, body, code
         err = await api.post("/api/sessions", body, expect=400)
         assert err["error"] == code and fragment in err["message"], err
         assert gw.sessions.open == {}
+
+
+@pytest.mark.parametrize(
+    "skills, valid",
+    [({"service": 3, "billing": 10}, True), ({"": 5}, False), ({"  ": 5}, False), ({"s" * 101: 5}, False),
+     ({"service": 0}, False), ({"service": 11}, False)],
+)  # fmt: skip
+def test_the_openapi_document_states_the_skill_constraints(skills, valid):
+    from jsonschema.exceptions import ValidationError
+    from openapi_schema_validator import OAS31Validator
+
+    from gateway.openapi import document
+
+    doc = document()
+    validator = OAS31Validator(
+        {**doc["components"]["schemas"]["NewSession"], "components": doc["components"]}
+    )
+    body = {"channel": "chat", "queue": "service", "skills": skills}
+    if valid:
+        validator.validate(body)
+    else:
+        with pytest.raises(ValidationError):
+            validator.validate(body)
 
 
 async def test_a_queue_of_one_tenant_refuses_another(tmp_path):
