@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from aiohttp import web
 from protocols.jt808.bits import get_profile
 from protocols.jt808.messages import ITEM_NAMES, Location
 
+from . import config as config_mod
 from .agents import AgentHub
 from .config import Config
 from .downlink import Downlink
@@ -72,6 +73,8 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
         self._duties: list[asyncio.Task] = []
+        # called with the configuration running after each reload (the owner of workers passes it on)
+        self.reload_hooks: list[Callable[[Config], None]] = []
         self.ready = False
         from prometheus_client import CollectorRegistry
 
@@ -321,15 +324,19 @@ class Gateway:
         yield agents
 
     async def reload(self, cfg: Config) -> dict[str, Any]:
-        """Apply queues, agents, triggers, subscribers and admins from a new configuration.
+        """Apply a new configuration, except what needs a restart (``config.RESTART_ONLY``).
 
-        Listener addresses and the store are kept (they need a restart); no connection is dropped.
-        Agents no longer configured are logged out (their sessions re-queued).
+        Queues, agents, triggers, subscribers, admins, [sessions], [tenants] and [terminals] (but rcvbuf)
+        are taken from ``cfg``; [gateway] (listeners) and [store] keep their running values, and every
+        such key that differs is named in ``restart_needed_for`` (compared with what runs, so a second
+        reload still reports it). No connection is dropped; agents no longer configured are logged out
+        (their sessions re-queued). ``reload_hooks`` are then called with the configuration now running.
         """
-        old = self.cfg
-        kept = {k: cfg.gateway[k] != old.gateway[k] for k in old.gateway}
+        restart = config_mod.restart_needed(self.cfg, cfg)
+        cfg = config_mod.keep_running(self.cfg, cfg)
         self.configure(cfg)
         self.terminals.configure()
+        self.overload.configure()
         self.routing.apply(cfg)
         for aid in list(self.agents.channels):
             if aid not in self.agent_specs:
@@ -343,12 +350,15 @@ class Gateway:
                         }
                     )
                     ch.close()
+        for hook in self.reload_hooks:
+            hook(cfg)
+        if restart:
+            log.warning("reload: not applied until a restart: %s", ", ".join(restart))
         return {
             "queues": [q.name for q in cfg.queues],
             "agents": [a.id for a in cfg.agents],
             "triggers": [t.kind for t in cfg.triggers],
-            "restart_needed_for": sorted(k for k, changed in kept.items() if changed)
-            + (["store.url"] if cfg.store["url"] != old.store["url"] else []),
+            "restart_needed_for": restart,
         }
 
 

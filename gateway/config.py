@@ -1,7 +1,7 @@
 """Configuration: TOML file over embedded defaults, then ``TELACD_*`` environment overrides.
 
-Loading happens once at start (and again on ``POST /api/reload`` for queues,
-agents and triggers). Every problem is reported as a :class:`ConfigError`
+Loading happens once at start, and again on ``POST /api/reload`` or SIGHUP:
+then everything but :data:`RESTART_ONLY` is applied (see :func:`keep_running`). Every problem is reported as a :class:`ConfigError`
 naming the file, the key and the reason, and the gateway refuses to start:
 a gateway that runs on a half-understood configuration routes crash alerts
 to the wrong place.
@@ -292,6 +292,41 @@ class Config:
             if phone.startswith(prefix) and len(prefix) > len(best):
                 best = prefix
         return self.tenants[best] if best else self.terminals["default_tenant"]
+
+
+# ---------------------------------------------------------------------------
+# Reload: what a running gateway can take from a new file, and what waits for a restart.
+
+# Keys a reload cannot apply (None: the whole section). The listeners and the store are built once at
+# start; terminals.rcvbuf sizes the sockets of listeners made at start (TCP and QUIC). Everything else
+# is taken from the new file: queues, agents, triggers, subscribers, admins, [sessions], [tenants] and
+# the rest of [terminals] (read per connection or per frame, so they apply to connections made after).
+RESTART_ONLY: dict[str, tuple[str, ...] | None] = {"gateway": None, "store": None, "terminals": ("rcvbuf",)}
+
+
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """The restart-only keys (``"section.key"``) whose value in ``new`` differs from ``running``'s."""
+    out = []
+    for section, keys in RESTART_ONLY.items():
+        have, want = getattr(running, section), getattr(new, section)
+        for key in keys or sorted(have.keys() | want.keys()):
+            if have.get(key) != want.get(key):
+                out.append(f"{section}.{key}")
+    return sorted(out)
+
+
+def keep_running(running: Config, new: Config) -> Config:
+    """``new`` with ``running``'s restart-only values: the configuration a gateway runs after a reload.
+
+    So ``gw.cfg`` keeps describing what is running (the listeners' addresses, the store's pool and queue
+    bound), and a later reload still finds, and reports, a difference it could not apply.
+    """
+    out = copy.copy(new)
+    for section, keys in RESTART_ONLY.items():
+        have = getattr(running, section)
+        kept = dict(have) if keys is None else {**getattr(new, section), **{k: have[k] for k in keys}}
+        setattr(out, section, kept)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -281,7 +281,8 @@ RELOAD = _obj(
     {"reloaded": _BOOL, "queues": {"type": "array", "items": _STR}, "agents": {"type": "array", "items": _STR},
      "triggers": {"type": "array", "items": _STR},
      "restart_needed_for": {"type": "array", "items": _STR,
-                            "description": "changed keys that take effect only after a restart"}},
+                            "description": "keys (section.key, e.g. store.pool_size) whose value in the file "
+                                           "differs from the running one and applies only after a restart"}},
 )  # fmt: skip
 
 CONFIG_ERROR = {
@@ -400,9 +401,10 @@ _PATHS: dict[str, Any] = {
     }},
     "/api/reload": {"post": {
         "summary": "Re-read the configuration file", "operationId": "reload", "tags": ["admin"],
-        "description": "Applies queues, agents, triggers, subscribers, admins and [sessions] settings without "
-                       "dropping a connection. Listener addresses and the store need a restart (named in "
-                       "restart_needed_for). Agents removed from the file are logged out.",
+        "description": "Applies queues, agents, triggers, subscribers, admins, [sessions], [tenants] and "
+                       "[terminals] settings without dropping a connection. [gateway], [store] and "
+                       "[terminals] rcvbuf need a restart: their running values stay, and each differing key "
+                       "is named in restart_needed_for. Agents removed from the file are logged out.",
         "responses": {
             "200": _json(_ref("ReloadResult"), "applied"),
             "400": _json(_ref("ConfigError"), "the file has an error; the running configuration is kept"),

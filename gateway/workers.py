@@ -330,6 +330,7 @@ class Owner:
         for i in range(self.n):
             self._spawn(i)
         self.gw = gw = Gateway(self.owner_config(), config_path=self.config_path)
+        gw.reload_hooks.append(self._reloaded)  # POST /api/reload reaches the workers as SIGHUP does
         self.merger = MetricsMerger(gw.metrics, gw.store.stats)
         await gw.start()
         gw.cfg.gateway["tcp"] = self.cfg.gateway["tcp"]  # listened to by the workers; shown as configured
@@ -402,12 +403,12 @@ class Owner:
                 link.send(msg)
 
     async def reload(self, cfg: Config) -> dict[str, Any]:
-        own = copy.copy(cfg)
-        own.gateway = {**cfg.gateway}
-        result = await self.gw.reload(own)
+        return await self.gw.reload(cfg)
+
+    def _reloaded(self, cfg: Config) -> None:
+        """The owner's gateway applied a reload (SIGHUP or the API): the workers take what it now runs."""
         self.cfg = cfg
         self.broadcast({"t": "config", "config": pickle.dumps(cfg)})
-        return result
 
     # messages from workers ---------------------------------------------------------------------
 

@@ -469,10 +469,46 @@ async def test_reload_applies_queues_and_agents_without_dropping_connections(tmp
         # a changed [gateway] key is reported as needing a restart
         raw["gateway"] = {**raw["gateway"], "name": "renamed"}
         path.write_text(to_toml(raw))
-        assert (await api.post("/api/reload"))["restart_needed_for"] == ["name"]
+        assert (await api.post("/api/reload"))["restart_needed_for"] == ["gateway.name"]
         for c in (alice, carol, feed):
             await c.close()
         await t.close()
+
+
+async def test_reload_keeps_and_reports_what_needs_a_restart_until_it_happens(tmp_path):
+    raw = make_config(tmp_path, store={"location_queue_max": 1000})
+    async with gateway_with_file(tmp_path, raw) as (gw, _ep, api, path):
+        running = (dict(gw.cfg.gateway), dict(gw.cfg.store), gw.cfg.terminals["rcvbuf"])
+        assert gw.overload.backlog_on == 250  # a quarter of location_queue_max
+
+        # restart-only keys of [store], [gateway] and [terminals] rcvbuf, beside reloadable ones
+        raw["store"] = {**raw["store"], "pool_size": 9, "location_flush_ms": 999, "location_queue_max": 8}
+        raw["gateway"] = {**raw["gateway"], "name": "renamed"}
+        raw["terminals"] = {"rcvbuf": 65536, "max_malformed": 4, "overload_lag_ms": 35}
+        raw["sessions"] = {**raw["sessions"], "trail_minutes": 3.0}
+        path.write_text(to_toml(raw))
+        pending = ["gateway.name", "store.location_flush_ms", "store.location_queue_max", "store.pool_size",
+                   "terminals.rcvbuf"]  # fmt: skip
+        assert (await api.post("/api/reload"))["restart_needed_for"] == pending
+
+        # the running values stay, in the configuration too (what the TCU and overload code read)
+        assert (dict(gw.cfg.gateway), dict(gw.cfg.store), gw.cfg.terminals["rcvbuf"]) == running
+        assert gw.store._max == 1000 and gw.store._flush_s == 0.05
+        assert gw.overload.backlog_on == 250
+        assert (await api.get("/api/health", token=None))["name"] == "telacd"
+        # the reloadable parts are applied
+        assert gw.cfg.terminals["max_malformed"] == 4 and gw.cfg.sessions["trail_minutes"] == 3.0
+        assert gw.overload.lag_on == 0.035
+
+        # a second reload compares with what runs, not with the last file: still pending
+        assert (await api.post("/api/reload"))["restart_needed_for"] == pending
+        # a file back at the running values needs nothing
+        raw["store"] = {**raw["store"], "pool_size": 4, "location_flush_ms": 50, "location_queue_max": 1000}
+        raw["gateway"] = {k: v for k, v in raw["gateway"].items() if k != "name"}
+        raw["terminals"] = {"max_malformed": 4}
+        path.write_text(to_toml(raw))
+        assert (await api.post("/api/reload"))["restart_needed_for"] == []
+        assert gw.cfg.terminals["overload_lag_ms"] == 20 and gw.overload.lag_on == 0.02
 
 
 async def test_reload_without_a_file_is_a_conflict(tmp_path):

@@ -163,6 +163,27 @@ async def test_registration_on_one_worker_authenticates_on_the_other(tmp_path):
         assert workers_seen == {0, 1}
 
 
+async def test_a_reload_through_the_owners_gateway_reaches_the_workers(tmp_path):
+    # the API calls the owner's Gateway.reload (not Owner.reload): the workers must hear of it all the same
+    async with running_workers(tmp_path) as (owner, ep):
+        running_store = dict(owner.cfg.store)
+        raw = make_config(tmp_path)
+        raw["gateway"] = {**dict(owner.cfg.gateway)}
+        raw["store"] = {**running_store, "pool_size": 7}
+        raw["triggers"] = [{"kind": "fatigue", "alarm_bit": 2, "queue": "emergency", "class": "rollover"}]
+        result = await owner.gw.reload(config.build(raw, "<test>", {}))
+        assert result["restart_needed_for"] == ["store.pool_size"]
+        assert owner.cfg.store == running_store  # what the workers were sent: the running store
+        await asyncio.sleep(0.2)  # the configuration reaches the workers
+        agent = await open_agent(ep, "tcp")
+        t = await online_terminal(ep)
+        await until(lambda: worker_of(owner, t.phone) is not None)
+        assert await t.report(alarm=1 << 2) == 0  # a trigger only the new configuration has
+        assert (await agent.expect("offer"))["session"]["kind"] == "fatigue"
+        await agent.close()
+        await t.close()
+
+
 async def test_owner_killed_workers_exit_and_a_restart_recovers_the_alert(tmp_path):
     child = ChildGateway(tmp_path, gateway={"workers": 2})
     await child.start()
