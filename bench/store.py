@@ -5,15 +5,20 @@ One run measures, on the same rows and the same server:
 * ``bare_copy_rows_per_s``: one connection calling ``copy_records_to_table``
   in a loop, ``--batch`` rows at a time, into a scratch table with the same
   columns (``LIKE locations``: no partitions, no index). It is the ceiling: binary
-  COPY and nothing else.
+  COPY and nothing else. Its connection runs with ``synchronous_commit = off``,
+  as the store's location COPYs do (``SET LOCAL`` in their transaction since
+  commit 1d4c1ae; ``LOCATION_SYNCHRONOUS_COMMIT``), so neither path waits for a
+  WAL flush per batch and the ratio compares like with like (the JSON says
+  ``"synchronous_commit": "off"``).
 * ``store_rows_per_s``: the real path. ``PostgresStore.add_locations`` is
   called ``--chunk`` rows at a time (1 = one call per decoded 0x0200 frame, as
   the gateway does), yielding to the event loop every batch so the store's
   writers run alongside, until ``flush_locations`` returns. The rows go into
   the store's own table: daily partitions, a (phone, t) index on each.
-* ``bare_copy_same_layout_rows_per_s``: the bare loop again, but into a table
-  laid out like the store's. It splits the gap into what the layout costs
-  (the index) and what the store's machinery costs.
+* ``bare_copy_same_layout_rows_per_s``: the bare loop again (the same
+  connection and setting), but into a table laid out like the store's. It
+  splits the gap into what the layout costs (the index) and what the store's
+  machinery costs.
 
 Each round uses fresh tables; rounds alternate which path goes first. The
 rates are medians over rounds, and ``ratio`` = store / bare of those medians
@@ -205,7 +210,12 @@ def _median_cpu(samples: list[dict | None]) -> dict | None:
 async def run(args: argparse.Namespace) -> dict:
     import asyncpg
 
-    from gateway.store.postgres import drop_schema_url, fresh_schema_url, parse_postgres_url
+    from gateway.store.postgres import (
+        LOCATION_SYNCHRONOUS_COMMIT,
+        drop_schema_url,
+        fresh_schema_url,
+        parse_postgres_url,
+    )
 
     _progress(f"generating {args.rows} rows for {args.vehicles} vehicles")
     rows = make_rows(args.rows, args.vehicles)
@@ -221,10 +231,18 @@ async def run(args: argparse.Namespace) -> dict:
             store_url = await fresh_schema_url(args.dsn, prefix="telacd_bench")
             try:
                 schema = parse_postgres_url(scratch_url)[1]
-                conn = await asyncpg.connect(
-                    dsn, server_settings={"search_path": f'"{schema}"', "application_name": f"{app}-bare"}
-                )
+                # the store's setting for its location COPYs (off: locations are acknowledged before they
+                # are stored, their commit need not wait for the disk), here for the whole session
+                settings = {"search_path": f'"{schema}"', "application_name": f"{app}-bare",
+                            "synchronous_commit": LOCATION_SYNCHRONOUS_COMMIT}  # fmt: skip
+                conn = await asyncpg.connect(dsn, server_settings=settings)
                 try:
+                    in_effect = await conn.fetchval("SHOW synchronous_commit")
+                    if in_effect != LOCATION_SYNCHRONOUS_COMMIT:
+                        raise RuntimeError(
+                            f"the bare loop runs with synchronous_commit {in_effect!r}, the store's COPYs "
+                            f"with {LOCATION_SYNCHRONOUS_COMMIT!r}: not like for like"
+                        )
                     await _prepare_scratch(conn, rows)
                     bare_meter = _CpuMeter(monitor, f"{app}-bare")
                     order = ("bare", "store", "layout") if r % 2 == 0 else ("store", "bare", "layout")
@@ -255,6 +273,7 @@ async def run(args: argparse.Namespace) -> dict:
         "store_rows_per_s": round(s),
         "ratio": round(s / b, 3),
         "batch": args.batch,
+        "synchronous_commit": LOCATION_SYNCHRONOUS_COMMIT,  # of the location COPYs, on every path
         "bare_copy_same_layout_rows_per_s": round(lay),
         "store_vs_same_layout": round(s / lay, 3),
         "ratios_per_round": [round(x / y, 3) for x, y in zip(rate["store"], rate["bare"])],
@@ -294,7 +313,8 @@ def main(args: argparse.Namespace) -> int:
             f"bare COPY loop          {result['bare_copy_rows_per_s']:>10,} rows/s\n"
             f"store (add_locations)   {result['store_rows_per_s']:>10,} rows/s   ratio {result['ratio']:.2f}\n"
             f"bare COPY, same layout  {result['bare_copy_same_layout_rows_per_s']:>10,} rows/s\n"
-            f"(batch {result['batch']}, {result['rows']} rows x {result['rounds']} rounds, medians)"
+            f"(batch {result['batch']}, {result['rows']} rows x {result['rounds']} rounds, medians;"
+            f" synchronous_commit {result['synchronous_commit']} on every path)"
         )
         if result["cpu_us_per_row"]:
             for k, v in result["cpu_us_per_row"].items():

@@ -105,6 +105,8 @@ from .migrations import PG_LOCK_KEY, POSTGRES_MIGRATIONS, apply_postgres
 log = logging.getLogger("telacd.store.postgres")
 
 DAY = 86400.0
+# synchronous_commit of the location COPYs (_write_batch); bench/store.py runs its bare loops with it too
+LOCATION_SYNCHRONOUS_COMMIT = "off"
 _MAX_GROUP = 512  # jobs per group transaction (as in the SQLite backend)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -856,7 +858,7 @@ class PostgresStore(Store):
                     # commits still do; they then share the disk with far fewer flushes, which under
                     # a GPS flood is what an alert's commit otherwise queues behind.
                     async with conn.transaction():
-                        await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                        await conn.execute(f"SET LOCAL synchronous_commit TO {LOCATION_SYNCHRONOUS_COMMIT}")
                         await conn.copy_records_to_table("locations", records=rows, columns=LOCATION_COLUMNS)
                 except Exception:
                     lost = conn.is_closed()

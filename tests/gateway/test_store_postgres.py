@@ -461,6 +461,7 @@ async def test_bench_store_measures_both_paths(pg):
     args = parser.parse_args(["--rows", "3000", "--rounds", "1", "--batch", "500", "--dsn", pg])
     result = await bench_store.run(args)  # raises unless the store wrote every row, none shed
     assert result["batch"] == 500 and result["rows"] == 3000
+    assert result["synchronous_commit"] == "off"  # the bare loops commit as the store's location COPYs do
     assert result["bare_copy_rows_per_s"] > 0 and result["store_rows_per_s"] > 0
     assert result["ratio"] == pytest.approx(
         result["store_rows_per_s"] / result["bare_copy_rows_per_s"], abs=1e-3
