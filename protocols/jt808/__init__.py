@@ -4,7 +4,7 @@ The public surface, all importable from this package:
 
 * codec (compiled or reference, see :mod:`.impl`): ``FrameDecoder``,
   ``Splitter``, ``decode_frame``, ``encode_frame``, ``encode_general_response``, ``encode_ack``,
-  ``checksum``, ``escape``, ``unescape``, ``IMPLEMENTATION``;
+  ``checksum``, ``escape``, ``unescape``, ``frame_ok``, ``IMPLEMENTATION``;
 * records (:mod:`.messages`): ``Message``, ``Header``, ``Location`` and the body
   records, ``decode_body``, ``encode_body``, ``make_location``;
 * the connection (:mod:`.connection`): ``Connection``, ``Role``, ``State``,
@@ -39,6 +39,7 @@ from .impl import (
     encode_frame,
     encode_general_response,
     escape,
+    frame_ok,
     unescape,
 )
 from .messages import (
@@ -126,6 +127,7 @@ __all__ = [
     "encode_general_response",
     "escape",
     "events",
+    "frame_ok",
     "get_profile",
     "ids",
     "make_location",

@@ -15,6 +15,8 @@ cdef class Splitter:
     cdef bytes _pending
     cdef readonly Py_ssize_t max_buffer
 
+    cdef list _receive(self, data)
+
 
 cdef class FrameDecoder:
     cdef bytes _pending
@@ -31,7 +33,9 @@ cdef class FrameDecoder:
     cdef object _phone_str
     cdef unsigned int _last_id
     cdef unsigned int _last_attr
+    cdef int _last_faults
     cdef readonly Py_ssize_t wrapped
 
+    cdef list _receive(self, data, wrap)
     cdef object _decode(self, const unsigned char* content, Py_ssize_t n)
     cdef object _phone(self, const unsigned char* p, int n)

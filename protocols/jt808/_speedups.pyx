@@ -615,6 +615,61 @@ def unescape(content, lenient_trailing_7d=False):
     return PyBytes_FromStringAndSize(<const char*>_scratch, m)
 
 
+cdef bint frame_ok_raw(const unsigned char* c, Py_ssize_t n) noexcept nogil:
+    """codec.frame_ok over the escaped bytes c[:n] between two flags, without a copy."""
+    cdef Py_ssize_t i = 0, j = 0, spare
+    cdef unsigned int attr, hi = 0, lo = 0, b
+    cdef int x = 0
+    if memchr(c, 0x7D, n) == NULL:
+        if n < 13:
+            return False
+        attr = u16(c + 2)
+        x = xor_bytes(c, n)
+    else:
+        # unescape on the fly: validate the escapes, XOR, keep attribute bytes 2 and 3
+        while i < n:
+            b = c[i]
+            if b == 0x7D:
+                if i + 1 >= n:
+                    return False
+                if c[i + 1] == 0x01:
+                    b = 0x7D
+                elif c[i + 1] == 0x02:
+                    b = 0x7E
+                else:
+                    return False
+                i += 2
+            else:
+                i += 1
+            if j == 2:
+                hi = b
+            elif j == 3:
+                lo = b
+            x ^= <int>b
+            j += 1
+        n = j
+        if n < 13:
+            return False
+        attr = hi << 8 | lo
+    spare = n - 13 - (4 if attr & 0x2000 else 0) - <Py_ssize_t>(attr & 0x3FF)  # 0: 2013 layout, 5: 2019
+    return x == 0 and (spare == 0 or spare == 5)
+
+
+def frame_ok(content):
+    """Whether the bytes between two flags are a well-formed frame at the framing level. See codec.frame_ok."""
+    cdef const unsigned char[:] v = content
+    if v.shape[0] == 0:
+        return False
+    return frame_ok_raw(&v[0], v.shape[0])
+
+
+cdef inline object shown(bytes pending):
+    """pending as reported: a lone flag is held but is not a frame yet (see codec._shown)."""
+    if PyBytes_GET_SIZE(pending) == 1:
+        return b""
+    return pending
+
+
 cdef Py_ssize_t check_max_buffer(Py_ssize_t max_buffer) except -1:
     if max_buffer < 16:
         raise Jt808LocalError("max_buffer must be at least 16 bytes")
@@ -622,19 +677,36 @@ cdef Py_ssize_t check_max_buffer(Py_ssize_t max_buffer) except -1:
 
 
 cdef class Splitter:
-    """Streaming frame splitter: bytes in, complete wire frames (flags included) out."""
+    """Streaming frame splitter: bytes in, candidate wire frames (flags included) out. See codec.Splitter."""
 
     def __init__(self, Py_ssize_t max_buffer=DEFAULT_MAX_BUFFER):
         self.max_buffer = check_max_buffer(max_buffer)
         self._pending = b""
 
+    def receive_data(self, data):
+        """The candidate frames ``data`` completes, as ``bytes``, in stream order. See codec.Splitter.
+
+        Errors are returned, not raised: FrameTooLargeError instances in their
+        place among the frames.
+        """
+        return self._receive(data)
+
     def feed(self, data):
-        """Frames completed by ``data`` (``bytes``), with FrameTooLargeError instances in stream order."""
-        cdef bytes buf = self._pending + bytes(data) if self._pending else bytes(data)
+        """The same as receive_data (the older name)."""
+        return self._receive(data)
+
+    cdef list _receive(self, data):
+        cdef bytes buf
+        if self._pending:
+            buf = self._pending + bytes(data)
+        elif type(data) is bytes:
+            buf = <bytes>data
+        else:
+            buf = bytes(data)
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(buf)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf), i = 0, s, e, mx = self.max_buffer
         cdef const unsigned char* q
-        out = []
+        cdef list out = []
         while True:
             q = <const unsigned char*>memchr(p + i, 0x7E, n - i)
             if q == NULL:
@@ -658,12 +730,13 @@ cdef class Splitter:
                 i = e
                 continue
             out.append(buf[s:e + 1])
-            i = e + 1
+            # a suspect candidate's closing flag also starts the next one
+            i = e + 1 if frame_ok_raw(p + s + 1, e - s - 1) else e
 
     @property
     def pending(self):
-        """The buffered start of an incomplete frame (from its start flag), or b""."""
-        return self._pending
+        """The buffered start of an incomplete frame (from its start flag), or b"" (a lone flag is not shown)."""
+        return shown(self._pending)
 
 
 cdef class FrameDecoder:
@@ -692,16 +765,25 @@ cdef class FrameDecoder:
 
     @property
     def pending(self):
-        return self._pending
+        """The buffered start of an incomplete frame (from its start flag), or b"" (see Splitter)."""
+        return shown(self._pending)
 
-    def feed(self, data, wrap=None):
-        """Decode every frame ``data`` completes. See codec.FrameDecoder.feed.
+    def receive_data(self, data, wrap=None):
+        """Decode every frame ``data`` completes. See codec.FrameDecoder.receive_data.
 
-        Returns Messages and Jt808ProtocolError instances (not raised) in stream
-        order; bytes of an incomplete frame are kept for the next call. With
-        ``wrap`` (a one-field record class), plain 0x0200 reports come back as
+        Returns Messages and Jt808ProtocolError instances in stream order:
+        errors are returned, not raised, one per bad candidate in its place.
+        Bytes of an incomplete frame are kept for the next call. With ``wrap``
+        (a one-field record class), plain 0x0200 reports come back as
         ``wrap(message)``, counted in ``wrapped``.
         """
+        return self._receive(data, wrap)
+
+    def feed(self, data, wrap=None):
+        """The same as receive_data (the older name, which the connection uses)."""
+        return self._receive(data, wrap)
+
+    cdef list _receive(self, data, wrap):
         cdef bytes buf
         cdef object msg, r
         cdef Py_ssize_t wrapped = 0
@@ -743,16 +825,19 @@ cdef class FrameDecoder:
                 msg = self._decode(p + s + 1, e - s - 1)
             except Jt808ProtocolError as exc:
                 out.append(exc)
+                # a suspect candidate's closing flag also starts the next one
+                i = e + 1 if frame_ok_raw(p + s + 1, e - s - 1) else e
+                continue
+            if wrap is not None and self._last_id == 0x0200 and not self._last_attr & 0x3C00:
+                r = telacd_new_record(wrap, 1)
+                set_item(r, 0, msg)
+                telacd_track_if_tracked(r, msg)
+                out.append(r)
+                wrapped += 1
             else:
-                if wrap is not None and self._last_id == 0x0200 and not self._last_attr & 0x3C00:
-                    r = telacd_new_record(wrap, 1)
-                    set_item(r, 0, msg)
-                    telacd_track_if_tracked(r, msg)
-                    out.append(r)
-                    wrapped += 1
-                else:
-                    out.append(msg)
-            i = e + 1
+                out.append(msg)
+            # no fault: escapes, checksum and length were fine, so the frame is well-formed
+            i = e if self._last_faults and not frame_ok_raw(p + s + 1, e - s - 1) else e + 1
 
     cdef object _phone(self, const unsigned char* p, int n):
         cdef char digits[20]
@@ -841,6 +926,7 @@ cdef class FrameDecoder:
             except Jt808ProtocolError as exc:
                 exc.header = Header(msg_id, attr, vobj, proto, phone, serial, total, index)
                 raise
+        self._last_faults = faults
         msg = telacd_new_record(Message, 10)
         set_item(msg, 0, u16obj(msg_id))
         set_item(msg, 1, u16obj(attr))

@@ -10,8 +10,9 @@ Receiving, in the order JT/T 808-2013 §1.4 prescribes:
 1. *Split* the byte stream on the 0x7E flag. Bytes outside a frame are junk
    and dropped (Traccar does the same). Two flags in a row (``7E 7E``) are the
    end of one frame and the start of the next; if that reading leaves an empty
-   frame, the second flag simply starts the frame, which is how the splitter
-   resynchronises after junk that ended in a flag.
+   frame, the second flag simply starts the frame. A *candidate* is the bytes
+   between a start flag and the next flag; see "Resynchronising" below for
+   when its closing flag also starts the next candidate.
 2. *Unescape* ``7D 02`` -> ``7E`` and ``7D 01`` -> ``7D``; any other byte after
    0x7D is an :class:`EscapeError` (a device quirk, a lone 0x7D checksum sent
    unescaped before the end flag, is tolerated by ``lenient_trailing_7d``).
@@ -22,6 +23,46 @@ Receiving, in the order JT/T 808-2013 §1.4 prescribes:
    14 decides only when neither or both match.
 5. *Body*, by message id (:mod:`messages`).
 
+Resynchronising. A flag cannot tell a start from an end, so after junk that
+holds a single 0x7E (``AA 7E BB``), or after a frame cut off before its end
+flag, the next frame's start flag is first read as the end flag of a
+candidate made of junk. The rule: a candidate that is *not a frame* — one
+that fails at the framing level, checked strictly and without the device
+profile: an invalid escape (a lone trailing 0x7D included), fewer than 13
+unescaped bytes (a header and the checksum), a non-zero XOR, or body-length
+bits that match neither the 2013 nor the 2019 header layout — is still
+reported (decoded, or its error returned), and its closing flag *also* starts
+the next candidate. A candidate that is a well-formed frame (whatever its
+body says: a body-decode error of a frame whose escapes, checksum and length
+are fine is not a framing failure) consumes its closing flag as before. So::
+
+    AA 7E BB 7E 00 02 .. 32 7E  ->  header_short (7E BB 7E), then the heartbeat
+    7E <cut-off frame> 7E <frame> 7E  ->  an error, then the frame
+    7E <bad checksum> 7E <frame> 7E   ->  checksum, then the frame (shared flag)
+
+Well-formed streams (``7E..7E 7E..7E``) are unaffected: the reused flag and
+the next start flag form an empty candidate, which is skipped as before.
+The decision depends only on the candidate's bytes, so it is the same however
+the stream was cut into reads, and the :class:`Splitter` makes it with the
+same check (:func:`frame_ok`: unescape, XOR and the length bits, no body
+decoding), so it yields the same candidates as :class:`FrameDecoder`.
+
+Lenient profiles do not change the check: a frame decoded leniently
+(``lenient_checksum``, ``lenient_length``, ``lenient_trailing_7d``) is still
+*suspect*, and its closing flag starts the next candidate too. Reusing a flag
+costs at most one extra error for junk (``7E A 7E junk 7E B 7E`` reports the
+junk instead of dropping it silently), never a lost frame, and keeps the
+Splitter (which has no profile) and every decoder on the same candidates.
+What the rule cannot recover is a frame sharing one flag with a preceding
+*well-formed* frame (``7E A 7E B 7E`` with both valid): the standard gives
+every frame its own two flags, and reading B's bytes as junk is what keeps
+junk after a good frame (``7E A 7E DE AD``) from being reported.
+
+``pending`` is the buffered start of an incomplete frame, from its start
+flag. A flag with nothing after it yet (typically the closing flag of a
+suspect candidate at the end of a read) is held but not reported there: it
+is not a frame yet, and may never be one.
+
 The buffer is bounded: a frame longer than ``max_buffer`` bytes on the wire
 (flags included, escaped) is a :class:`FrameTooLargeError`, reported as soon as
 ``max_buffer`` bytes have arrived without an end flag, so a peer cannot make
@@ -29,9 +70,10 @@ the buffer grow past the bound. The decision depends only on the byte stream,
 never on how it was cut into reads: after the error, scanning resumes
 ``max_buffer`` bytes after the frame's start flag.
 
-Errors are *returned*, not raised, by the streaming ``feed`` methods: they come
-back as exception instances in stream order among the frames, so one bad frame
-never hides the good ones behind it. ``decode_frame`` raises.
+Errors are *returned*, not raised, by the streaming ``receive_data`` (and its
+older name ``feed``): they come back as exception instances in stream order
+among the frames, so one bad frame never hides the good ones behind it.
+``decode_frame`` raises.
 """
 
 from __future__ import annotations
@@ -100,25 +142,50 @@ def unescape(content: bytes, lenient_trailing_7d: bool = False) -> bytes:
     return _unescape(content, lenient_trailing_7d)[0]
 
 
-def _split(data: bytes, pending: bytes, max_buffer: int) -> tuple[list[Any], bytes]:
-    """Split ``pending + data``; returns (frames with flags or FrameTooLargeError, new pending)."""
-    if type(data) is not bytes:
-        data = bytes(data)
-    buf = pending + data if pending else data
-    out: list[Any] = []
+def frame_ok(content: bytes) -> bool:
+    """Whether the bytes between two flags are a well-formed frame at the framing level.
+
+    Checked strictly, whatever a device profile tolerates: every 0x7D starts a
+    valid escape, there are at least 13 unescaped bytes (a header and the
+    checksum), the XOR is zero, and the body-length bits match the bytes
+    present in the 2013 or the 2019 header layout. The body is not decoded.
+    A candidate that fails is *suspect*: its closing flag also starts the next
+    candidate (see the module docstring, "Resynchronising").
+    """
+    if ESC in content:
+        content = bytes(content)
+        if content.count(b"\x7d") != content.count(b"\x7d\x01") + content.count(b"\x7d\x02"):
+            return False
+        content = content.replace(b"\x7d\x02", b"\x7e").replace(b"\x7d\x01", b"\x7d")
+    n = len(content) - 1  # bytes before the checksum
+    if n < 12:
+        return False
+    attr = content[2] << 8 | content[3]
+    spare = n - 12 - (4 if attr & 0x2000 else 0) - (attr & 0x3FF)  # 0: 2013 layout, 5: 2019
+    return (spare == 0 or spare == 5) and checksum(content) == 0
+
+
+def _split(buf: bytes, max_buffer: int, out: list[Any], take: Any) -> bytes:
+    """Scan ``buf`` (the pending bytes plus a new read) for candidates; returns the new pending.
+
+    ``take(start, end)`` handles the candidate ``buf[start : end + 1]`` (both
+    flags included) and returns whether it was suspect, in which case its
+    closing flag is also the next candidate's start flag.
+    FrameTooLargeError instances are appended to ``out`` in stream order.
+    """
     n = len(buf)
     i = 0
     while True:
         s = buf.find(b"\x7e", i)
         if s < 0:
-            return out, b""  # junk outside frames
+            return b""  # junk outside frames
         e = buf.find(b"\x7e", s + 1)
         if e < 0:
             if n - s >= max_buffer:
                 out.append(FrameTooLargeError(f"no end flag within {max_buffer} bytes"))
                 i = s + max_buffer
                 continue
-            return out, bytes(buf[s:])
+            return buf[s:]
         if e - s >= max_buffer:
             out.append(FrameTooLargeError(f"no end flag within {max_buffer} bytes"))
             i = s + max_buffer
@@ -126,8 +193,12 @@ def _split(data: bytes, pending: bytes, max_buffer: int) -> tuple[list[Any], byt
         if e == s + 1:
             i = e  # "7E 7E" with nothing between: the second flag starts the frame
             continue
-        out.append(bytes(buf[s : e + 1]))
-        i = e + 1
+        i = e if take(s, e) else e + 1
+
+
+def _shown(pending: bytes) -> bytes:
+    """``pending`` as reported: a lone flag is held but is not a frame yet."""
+    return b"" if pending == b"\x7e" else pending
 
 
 def _check_max_buffer(max_buffer: int) -> int:
@@ -137,7 +208,14 @@ def _check_max_buffer(max_buffer: int) -> int:
 
 
 class Splitter:
-    """Streaming frame splitter: bytes in, complete wire frames (flags included) out."""
+    """Streaming frame splitter: bytes in, candidate wire frames (flags included) out.
+
+    It yields every candidate, well-formed or not, as ``bytes`` (a suspect
+    one shares its closing flag with the next, see "Resynchronising" in the
+    module docstring), so that decoding each one gives exactly what a
+    :class:`FrameDecoder` would return for the same stream. It checks the
+    framing (:func:`frame_ok`) but never decodes a body.
+    """
 
     __slots__ = ("_pending", "max_buffer")
 
@@ -145,15 +223,39 @@ class Splitter:
         self.max_buffer = _check_max_buffer(max_buffer)
         self._pending = b""
 
-    def feed(self, data: bytes) -> list[Any]:
-        """Frames completed by ``data`` (``bytes``), with FrameTooLargeError instances in stream order."""
-        out, self._pending = _split(data, self._pending, self.max_buffer)
+    def receive_data(self, data: bytes) -> list[Any]:
+        """The candidate frames ``data`` completes, as ``bytes``, in stream order.
+
+        Errors are *returned*, not raised: a frame longer than ``max_buffer``
+        comes back as a :class:`FrameTooLargeError` instance in its place
+        among the frames. Bytes of an incomplete frame are kept for the next
+        call (:attr:`pending`).
+        """
+        buf = bytes(data)
+        if self._pending:
+            buf = self._pending + buf
+        out: list[Any] = []
+
+        def take(s: int, e: int) -> bool:
+            frame = buf[s : e + 1]
+            out.append(frame)
+            return not frame_ok(frame[1:-1])
+
+        self._pending = _split(buf, self.max_buffer, out, take)
         return out
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The same as :meth:`receive_data` (the older name)."""
+        return self.receive_data(data)
 
     @property
     def pending(self) -> bytes:
-        """The buffered start of an incomplete frame (from its start flag), or b""."""
-        return self._pending
+        """The buffered start of an incomplete frame (from its start flag), or b"".
+
+        A lone flag (e.g. the closing flag of a suspect frame at the end of
+        the last read) is kept but not shown: it is not a frame yet.
+        """
+        return _shown(self._pending)
 
 
 def _decode_content(content: bytes, profile: DeviceProfile) -> Message:
@@ -227,11 +329,13 @@ class FrameDecoder:
         self._pending = b""
         self.wrapped = 0
 
-    def feed(self, data: bytes, wrap: Any = None) -> list[Any]:
+    def receive_data(self, data: bytes, wrap: Any = None) -> list[Any]:
         """Decode every frame ``data`` completes.
 
-        Returns Messages and :class:`Jt808ProtocolError` instances (not raised)
-        in stream order. Bytes of an incomplete frame are kept for the next call.
+        Returns Messages and :class:`Jt808ProtocolError` instances in stream
+        order: errors are *returned*, not raised, one per bad candidate in its
+        place among the frames, so a bad frame never hides the good ones
+        behind it. Bytes of an incomplete frame are kept for the next call.
 
         ``wrap``, a record class with one field, is the connection's hot path:
         plain 0x0200 reports (neither subpackaged nor encrypted) come back as
@@ -239,30 +343,41 @@ class FrameDecoder:
         how many did, so a caller whose whole batch was wrapped has no
         per-frame work left to do in Python.
         """
-        frames, self._pending = _split(data, self._pending, self.max_buffer)
+        buf = bytes(data)
+        if self._pending:
+            buf = self._pending + buf
         out: list[Any] = []
         profile = self.profile
         wrapped = 0
-        for f in frames:
-            if type(f) is bytes:
-                try:
-                    msg = _decode_content(f[1:-1], profile)
-                except Jt808ProtocolError as exc:
-                    out.append(exc)
-                    continue
-                if wrap is not None and msg.msg_id == 0x0200 and not msg.attr & 0x3C00:
-                    out.append(tuple.__new__(wrap, (msg,)))
-                    wrapped += 1
-                else:
-                    out.append(msg)
+
+        def take(s: int, e: int) -> bool:
+            nonlocal wrapped
+            content = buf[s + 1 : e]
+            try:
+                msg = _decode_content(content, profile)
+            except Jt808ProtocolError as exc:
+                out.append(exc)
+                return not frame_ok(content)
+            if wrap is not None and msg.msg_id == 0x0200 and not msg.attr & 0x3C00:
+                out.append(tuple.__new__(wrap, (msg,)))
+                wrapped += 1
             else:
-                out.append(f)
+                out.append(msg)
+            # no fault: escapes, checksum and length were fine, so the frame is well-formed
+            return msg.faults != 0 and not frame_ok(content)
+
+        self._pending = _split(buf, self.max_buffer, out, take)
         self.wrapped = wrapped
         return out
 
+    def feed(self, data: bytes, wrap: Any = None) -> list[Any]:
+        """The same as :meth:`receive_data` (the older name, which the connection uses)."""
+        return self.receive_data(data, wrap)
+
     @property
     def pending(self) -> bytes:
-        return self._pending
+        """The buffered start of an incomplete frame (from its start flag), or b"" (see Splitter)."""
+        return _shown(self._pending)
 
 
 def decode_frame(frame: bytes, profile: DeviceProfile | None = None) -> Message:

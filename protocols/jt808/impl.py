@@ -24,6 +24,7 @@ NAMES = (
     "checksum",
     "escape",
     "unescape",
+    "frame_ok",
     "Splitter",
     "FrameDecoder",
     "decode_frame",
@@ -48,6 +49,7 @@ DEFAULT_MAX_BUFFER: int = _chosen.DEFAULT_MAX_BUFFER
 checksum = _chosen.checksum
 escape = _chosen.escape
 unescape = _chosen.unescape
+frame_ok = _chosen.frame_ok
 Splitter = _chosen.Splitter
 FrameDecoder = _chosen.FrameDecoder
 decode_frame = _chosen.decode_frame

@@ -145,6 +145,25 @@ def test_malformed_frames(codec):
     assert type(hb) is ev.HeartbeatReceived and not hb.message.checksum_ok
 
 
+def test_a_frame_after_junk_with_a_flag_or_a_cut_off_frame_is_not_lost(codec):
+    # junk holding a single 0x7e, and a frame cut off before its end flag: the next
+    # frame's start flag is first read as their end flag, and is used again as a start
+    for chunked in (False, True):
+        p, t = online(codec)
+        (s1, hb1), (s2, hb2) = t.heartbeat(), t.heartbeat()
+        data = hexb("aa7ebb") + hb1 + hb2[:9] + hb2
+        reads = [data[i : i + 1] for i in range(len(data))] if chunked else [data]
+        events = [e for r in reads for e in p.receive_data(r, 1.0)]
+        assert [type(e) for e in events] == [
+            ev.FrameRejected,
+            ev.HeartbeatReceived,
+            ev.FrameRejected,
+            ev.HeartbeatReceived,
+        ]
+        assert [e.message.serial for e in events[1::2]] == [s1, s2]
+        assert p.pending == b"" and p.receive_data(b"", 2.0) == []  # nothing left at EOF
+
+
 def test_buffer_bound_and_eof(codec):
     p, _t = online(codec, platform={"max_buffer": 256})
     events = p.receive_data(b"\x7e", 1.0)

@@ -13,6 +13,7 @@ from protocols.jt808.errors import (
     FrameTooLargeError,
     HeaderShortError,
     Jt808LocalError,
+    Jt808ProtocolError,
     LengthError,
 )
 
@@ -334,3 +335,143 @@ def test_wrap_location_reports(codec):
         == codec.encode_ack(plain[0], 9)
         == codec.encode_general_response("013812345678", 2013, 0, 9, 1, 0x0200, 0)
     )
+
+
+# ---------------------------------------------------------------------------
+# resynchronising: a suspect candidate's closing flag also starts the next one
+# (codec.py, "Resynchronising"); each stream fed whole, byte by byte and after junk
+
+GOOD = HEARTBEATS[0][0]  # heartbeat, serial 1
+# a 0x0200 cut off after 11 content bytes, then a whole 0x0200 (serial 2) and a heartbeat (serial 3)
+CUT_OFF_STREAM = (
+    "7e0200001c01381234567800"
+    "7e0200001c0138123456780002200000000000000301dc89d0073d8aa5000c0232005a240315083000f37e"
+    "7e000200000138123456780003307e"
+)
+
+
+def _bad_checksum(wire: str) -> bytes:
+    data = hexb(wire)
+    return data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
+
+
+def _kinds(results):
+    return [x.serial if isinstance(x, m.Message) else x.kind for x in results]
+
+
+def _everywhere(codec, data, profile=None):
+    """The decoder's results and pending, the same for every chunking; and the Splitter agrees.
+
+    (``after_junk`` appends two junk bytes, which stay pending after a dangling start flag,
+    so only its results are compared.)"""
+    outs = []
+    for chunking in CHUNKINGS:
+        dec = codec.FrameDecoder(profile)
+        outs.append((_kinds(feed_all(dec, chunking(data))), dec.pending))
+        sp = codec.Splitter()
+        frames = feed_all(sp, chunking(data))
+        decoded = []
+        for f in frames:
+            try:
+                decoded.append(codec.decode_frame(f, profile))
+            except Jt808ProtocolError as exc:
+                decoded.append(exc)
+        assert (_kinds(decoded), sp.pending) == outs[-1]
+    assert outs[0] == outs[1] and outs[2][0] == outs[0][0], outs
+    return outs[0]
+
+
+def test_junk_with_a_flag_before_a_frame(codec):
+    # "AA 7E BB" read as a candidate "7E BB 7E": header_short, and the heartbeat is not lost
+    data = hexb("aa7ebb") + hexb(GOOD)
+    assert _everywhere(codec, data) == (["header_short", 1], b"")
+    assert [f.hex() for f in codec.Splitter().receive_data(data)] == ["7ebb7e", GOOD]
+    # several junk flags, the last one right before the frame's start flag
+    assert _everywhere(codec, hexb("7e7e01027e03") + hexb(GOOD) + hexb(GOOD)) == (
+        ["header_short", "header_short", 1, 1],
+        b"",
+    )
+
+
+def test_cut_off_frame_before_a_good_one(codec):
+    assert _everywhere(codec, hexb(CUT_OFF_STREAM)) == (["header_short", 2, 3], b"")
+    # cut off anywhere in its content (even inside an escape): the next frame survives
+    whole = codec.encode_frame(0x0900, b"\x7e\x7d" * 10, "013812345678", 7)
+    for cut in range(1, len(whole) - 1):
+        results, pending = _everywhere(codec, whole[:cut] + hexb(GOOD))
+        assert results[-1] == 1 and pending == b"", cut
+        assert len(results) <= 2
+
+
+def test_shared_flag_between_a_bad_and_a_good_frame(codec):
+    bad = _bad_checksum(COLLISION)
+    data = bad + hexb(GOOD)[1:]  # one flag ends the bad frame and starts the good one
+    assert _everywhere(codec, data) == (["checksum", 1], b"")
+    # lenient: the bad frame decodes (flagged), and is still suspect, so its flag is reused too
+    lenient = DeviceProfile(lenient_checksum=True)
+    assert _everywhere(codec, data, lenient) == ([0x31, 1], b"")
+    # a body length that fits neither layout, and a lone 0x7D checksum, are framing failures too
+    longer = _reframe(hexb("000200010138123456780001"))
+    assert _everywhere(codec, longer + hexb(GOOD)[1:]) == (["length", 1], b"")
+    both = DeviceProfile(lenient_length=True, lenient_trailing_7d=True)
+    assert _everywhere(codec, longer + hexb(GOOD)[1:], both) == ([1, 1], b"")
+    lone_7d = hexb("7e00020000013812345678004e7d7e")  # checksum 0x7d sent unescaped
+    assert _everywhere(codec, lone_7d + hexb(GOOD)[1:]) == (["escape", 1], b"")
+    assert _everywhere(codec, lone_7d + hexb(GOOD)[1:], both) == ([0x4E, 1], b"")
+
+
+def test_well_formed_frames_keep_their_closing_flag(codec):
+    # back-to-back frames: the reused flag and the next start flag make an empty candidate
+    data = hexb(GOOD) + _bad_checksum(GOOD) + hexb(GOOD) + hexb(HEARTBEATS[1][0])
+    assert _everywhere(codec, data) == ([1, "checksum", 1, 0x4D], b"")
+    # junk after a good frame is dropped silently, as before
+    assert _everywhere(codec, hexb(GOOD) + hexb("deadbeef")) == ([1], b"")
+    # a body error in a well-formed frame is not a framing failure: its flag is not reused,
+    # so what follows a single shared flag is junk up to the next flag
+    short_body = codec.encode_frame(0x0200, b"\0\0\0\1", "013812345678", 5)
+    assert codec.frame_ok(short_body[1:-1])
+    assert _everywhere(codec, short_body + hexb(GOOD)[1:]) == (["truncated"], b"")
+    assert _everywhere(codec, short_body + hexb(GOOD)) == (["truncated", 1], b"")
+
+
+def test_frame_ok(codec):
+    assert codec.frame_ok(hexb(GOOD)[1:-1])
+    assert codec.frame_ok(hexb(HEARTBEATS[1][0])[1:-1])  # escaped checksum
+    assert codec.frame_ok(hexb(ROLLOVER_2019)[1:-1])
+    assert codec.frame_ok(_reframe(hexb("00024000013812345678000a"))[1:-1])  # flagged 2019, 2013 layout
+    assert not codec.frame_ok(b"")
+    assert not codec.frame_ok(hexb("bb"))
+    assert not codec.frame_ok(_bad_checksum(GOOD)[1:-1])
+    assert not codec.frame_ok(hexb("00024000013812345678000a7d03"))  # bad escape
+    assert not codec.frame_ok(hexb("7e0200001c01381234567800")[1:])  # cut off
+    longer = _reframe(hexb("000200010138123456780001"))
+    assert not codec.frame_ok(longer[1:-1])
+
+
+def test_force_layout_does_not_change_the_split(codec):
+    # the framing check ignores the profile: a 2013 frame read with a forced 2019 layout is an
+    # error (its header is too short for 2019) but a well-formed frame, whose flag is not reused
+    forced = DeviceProfile(force_layout=2019)
+    assert _everywhere(codec, hexb(GOOD) + hexb(GOOD), forced) == (["header_short", "header_short"], b"")
+
+
+def test_receive_data_is_feed(codec):
+    data = hexb("aa7ebb") + hexb(GOOD) + hexb("7e0002")
+    a, b = codec.Splitter(), codec.Splitter()
+    assert a.receive_data(data) == b.feed(data) and a.pending == b.pending == hexb("7e0002")
+    c, d = codec.FrameDecoder(), codec.FrameDecoder()
+    assert c.receive_data(data) == d.feed(data) and c.pending == d.pending == hexb("7e0002")
+
+
+def test_a_lone_flag_is_held_but_not_pending(codec):
+    # the closing flag of a suspect candidate at the end of a read: held, not reported
+    dec, sp = codec.FrameDecoder(), codec.Splitter()
+    assert _kinds(dec.receive_data(hexb("7ebb7e"))) == ["header_short"]
+    assert [f.hex() for f in sp.receive_data(hexb("7ebb7e"))] == ["7ebb7e"]
+    assert dec.pending == sp.pending == b""
+    # ...but it still starts the next frame
+    rest = hexb(GOOD)[1:]
+    assert _kinds(dec.receive_data(rest)) == [1]
+    assert [f.hex() for f in sp.receive_data(rest)] == [GOOD]
+    with pytest.raises(m.TruncatedError):
+        codec.decode_frame(b"\x7e")
