@@ -16,7 +16,7 @@ PG_DSN = os.environ.get("TELACD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/
 # Backends the store suite runs on. PostgreSQL is always listed: a backend module that does not import
 # (asyncpg missing, a syntax error) is a missing service like an unreachable server, so it skips with the
 # reason, and fails under TELACD_REQUIRE_SERVICES=1 instead of quietly shrinking the suite to SQLite.
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.services, id="postgresql")]
 try:
     import gateway.store.postgres  # noqa: F401
 
@@ -57,6 +57,19 @@ def backend(request):
     if request.param == "postgresql":
         require_pg()
     return request.param
+
+
+@pytest.fixture
+async def backend_url(backend, tmp_path):
+    """A store URL of the current backend for a whole gateway (kept across its restarts, dropped after)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/telacd.db"
+        return
+    from gateway.store.postgres import drop_schema_url, fresh_schema_url
+
+    url = await fresh_schema_url(PG_DSN)
+    yield url
+    await drop_schema_url(url)
 
 
 @pytest.fixture

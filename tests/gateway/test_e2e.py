@@ -160,8 +160,11 @@ async def test_one_key_service_call_opens_a_service_session(tmp_path):
         await t.close()
 
 
-async def test_gateway_killed_and_restarted_loses_nothing(tmp_path):
-    child = ChildGateway(tmp_path)
+# -- SIGKILL and restart, on every store backend ------------------------------------------------------------
+
+
+async def test_gateway_killed_and_restarted_loses_nothing(tmp_path, backend_url):
+    child = ChildGateway(tmp_path, store={"url": backend_url})
     await child.start()
     try:
         ep = child.ep
@@ -197,8 +200,8 @@ async def test_gateway_killed_and_restarted_loses_nothing(tmp_path):
         child.stop()
 
 
-async def test_waiting_session_keeps_its_arrival_time_across_a_restart(tmp_path):
-    child = ChildGateway(tmp_path)
+async def test_waiting_session_keeps_its_arrival_time_across_a_restart(tmp_path, backend_url):
+    child = ChildGateway(tmp_path, store={"url": backend_url})
     await child.start()
     try:
         t = await online_terminal(child.ep)
@@ -221,6 +224,57 @@ async def test_waiting_session_keeps_its_arrival_time_across_a_restart(tmp_path)
         assert second["session"]["arrival"] < arrival_crash  # SOS arrived first, and still says so
         await agent.close()
         await agent2.close()
+    finally:
+        child.stop()
+
+
+async def test_assigned_sessions_wait_for_their_agents_across_a_restart(tmp_path, backend_url):
+    # alice and bob each have an SOS in hand when the gateway is killed; after the restart alice comes back
+    # within agent_grace_s and finds hers still assigned to her; bob does not, and his goes back in line
+    child = ChildGateway(tmp_path, store={"url": backend_url}, sessions={"agent_grace_s": 3.0})
+    await child.start()
+    try:
+        ep = child.ep
+        bob = await open_agent(ep, "tcp", "bob")
+        t1 = await online_terminal(ep, "013800138001")
+        assert await t1.report(alarm=SOS) == 0
+        offer = await bob.expect("offer")
+        await bob.send({"type": "accept", "offer": offer["offer"]})
+        bobs = (await bob.expect("assigned"))["session"]
+        alice = await open_agent(ep, "ws")
+        t2 = await online_terminal(ep, "013800138002")
+        assert await t2.report(alarm=SOS) == 0
+        offer = await alice.expect("offer")
+        await alice.send({"type": "accept", "offer": offer["offer"]})
+        alices = (await alice.expect("assigned"))["session"]
+        await asyncio.sleep(0.2)  # the "assigned" events are committed
+        for c in (alice, bob, t1, t2):
+            await c.close()
+
+        child.kill()  # SIGKILL: no shutdown code runs
+        await child.start()
+
+        feed, _ = await open_feed(ep, "ws")
+        alice = await connect("ws", http=ep.http, path="/agent")
+        ok = await agent_login(alice, "alice", "alice-token")
+        assert [s["id"] for s in ok["sessions"]] == [alices]  # restored for her, not offered anew
+        with pytest.raises(TimeoutError):
+            await alice.expect("offer", timeout=0.3)
+        await alice.send({"type": "complete", "session": alices, "disposition": "ok"})
+        await alice.expect("completed")
+
+        # bob's stays his until the grace period ends, then it is queued and offered to alice
+        offer = await alice.expect("offer", timeout=5.0)
+        assert offer["session"]["id"] == bobs
+        history: list[tuple[str, str | None]] = []  # bob's session on the feed, from its creation
+        while ("queued", "agent_lost") not in history or history[-1] != ("offered", None):
+            e = (await feed_events(feed, 1))[0]
+            if e["session"] == bobs:
+                history.append((e["event"], e["data"].get("reason")))
+        assert history == [("created", None), ("queued", "new"), ("offered", None), ("assigned", None),
+                           ("queued", "agent_lost"), ("offered", None)]  # fmt: skip
+        await alice.close()
+        await feed.close()
     finally:
         child.stop()
 
