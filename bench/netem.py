@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -159,7 +160,25 @@ def _in_netns(name: str) -> contextlib.AbstractContextManager[None]:
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+TUN_PATH = "/dev/net/tun"
 
+
+def _why(e: BaseException) -> str:
+    """One line saying why an OSError or a pyroute2 NetlinkError happened."""
+    code = getattr(e, "code", None)  # NetlinkError: the errno the kernel answered
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror
+    elif isinstance(code, int) and code > 0:
+        text = os.strerror(code)
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
+LINKS = {  # what each kind of link is, for the output
+    "netem": "netem: a veth pair with a netem qdisc on each end",
+    "tun": "tun: a TUN device in each namespace, joined by this process's relay",
+}
 
 _LIVE_LABS: set[Lab] = set()  # destroyed again on the way out of main(), whatever interrupted a run
 
@@ -172,6 +191,7 @@ class Lab:
         self.fleet_ns = f"telacd-fl-{tag}"
         self.want = link
         self.kind = ""  # "netem" or "tun" once created
+        self.why = ""  # why that kind, once created
         self.created: list[str] = []
         self.fds: list[int] = []
         self.fleet_if = ""
@@ -182,6 +202,7 @@ class Lab:
 
     def create(self) -> None:
         from pyroute2 import NetNS, netns
+        from pyroute2.netlink.exceptions import NetlinkError
 
         if os.geteuid() != 0:
             raise LabError("network namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN); run as root")
@@ -194,44 +215,73 @@ class Lab:
             except OSError as e:
                 raise LabError(f"cannot create network namespace {name}: {e}") from e
             self.created.append(name)
-        with NetNS(self.gw_ns) as g, NetNS(self.fleet_ns) as f:
-            for ns in (g, f):
-                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-            if self.want in ("auto", "netem") and self._make_veth(g, f):
-                self.kind = "netem"
-            elif self.want == "netem":
-                raise LabError("this kernel has no netem qdisc (sch_netem); use --link tun")
-            else:
-                self._make_tun(g, f)
-                self.kind = "tun"
-            g.addr("add", index=g.link_lookup(ifname=self.gw_if)[0], address=GW_ADDR, prefixlen=PREFIX)
-            f.addr("add", index=f.link_lookup(ifname=self.fleet_if)[0], address=FLEET_ADDR, prefixlen=PREFIX)
-            g.link("set", index=g.link_lookup(ifname=self.gw_if)[0], state="up")
-            f.link("set", index=f.link_lookup(ifname=self.fleet_if)[0], state="up")
+        try:
+            with NetNS(self.gw_ns, flags=0) as g, NetNS(self.fleet_ns, flags=0) as f:
+                for ns in (g, f):
+                    ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+                self._make_link(g, f)
+                g.addr("add", index=g.link_lookup(ifname=self.gw_if)[0], address=GW_ADDR, prefixlen=PREFIX)
+                idx = f.link_lookup(ifname=self.fleet_if)[0]
+                f.addr("add", index=idx, address=FLEET_ADDR, prefixlen=PREFIX)
+                g.link("set", index=g.link_lookup(ifname=self.gw_if)[0], state="up")
+                f.link("set", index=f.link_lookup(ifname=self.fleet_if)[0], state="up")
+        except (OSError, NetlinkError) as e:
+            raise LabError(
+                f"cannot set up the link between {self.gw_ns} and {self.fleet_ns}: {_why(e)}"
+            ) from e
 
-    def _make_veth(self, g: Any, f: Any) -> bool:
-        """A veth pair across the namespaces with netem on both ends; False if the kernel has no netem."""
+    def _make_link(self, g: Any, f: Any) -> None:
+        """veth+netem or TUN, as ``--link`` asks; ``self.kind`` and ``self.why`` say which and why."""
+        if self.want == "tun":
+            self._make_tun()
+            self.kind, self.why = "tun", "--link tun"
+            return
+        no_netem = self._make_veth(g, f)
+        if no_netem is None:
+            self.kind, self.why = "netem", f"--link {self.want}; this kernel has sch_netem"
+        elif self.want == "netem":
+            raise LabError(f"no veth+netem link: {no_netem}; use --link tun")
+        else:
+            try:
+                self._make_tun()
+            except LabError as e:
+                raise LabError(f"{e}; and no veth+netem link either: {no_netem}") from e
+            self.kind, self.why = "tun", f"--link auto; no veth+netem link: {no_netem}"
+
+    def _make_veth(self, g: Any, f: Any) -> str | None:
+        """A veth pair across the namespaces with netem on both ends; else why not (nothing left made)."""
         from pyroute2.netlink.exceptions import NetlinkError
 
         self.fleet_if, self.gw_if = "tqf0", "tqg0"
-        f.link("add", ifname=self.fleet_if, kind="veth", peer=self.gw_if)
-        peer = f.link_lookup(ifname=self.gw_if)[0]
-        f.link("set", index=peer, net_ns_fd=self.gw_ns)
         try:
+            f.link("add", ifname=self.fleet_if, kind="veth", peer=self.gw_if)
+        except NetlinkError as e:
+            return f"cannot create a veth pair in {self.fleet_ns}: {_why(e)}"
+        try:
+            f.link("set", index=f.link_lookup(ifname=self.gw_if)[0], net_ns_fd=self.gw_ns)
             f.tc("add", "netem", f.link_lookup(ifname=self.fleet_if)[0], delay=1000)
-        except NetlinkError:
+        except NetlinkError as e:
             f.link("del", index=f.link_lookup(ifname=self.fleet_if)[0])  # takes its peer with it
-            return False
+            if e.code == errno.ENOENT:
+                return "this kernel has no netem qdisc (sch_netem)"
+            return f"cannot add a netem qdisc to the veth pair: {_why(e)}"
         g.tc("add", "netem", g.link_lookup(ifname=self.gw_if)[0], delay=1000)
-        return True
+        return None
 
-    def _make_tun(self, g: Any, f: Any) -> None:
+    def _make_tun(self) -> None:
         self.fleet_if, self.gw_if = "tqf0", "tqg0"
         for ns, ifname in ((self.fleet_ns, self.fleet_if), (self.gw_ns, self.gw_if)):
-            with _in_netns(ns):
-                fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+            with _in_netns(ns):  # (failing to enter it: an OSError, reported by create)
+                try:
+                    fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK)
+                except OSError as e:
+                    hint = " (no TUN driver on this machine?)" if isinstance(e, FileNotFoundError) else ""
+                    raise LabError(f"cannot open {TUN_PATH} in {ns}: {_why(e)}{hint}") from e
                 self.fds.append(fd)
-                fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+                try:
+                    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+                except OSError as e:
+                    raise LabError(f"cannot make TUN device {ifname} in {ns}: {_why(e)}") from e
 
     # -- changing the link -------------------------------------------------------------------------
 
@@ -565,7 +615,12 @@ async def orchestrate(args: argparse.Namespace, lab: Lab, names: list[str]) -> d
         if lab.worker is not None:
             await lab.worker.stop()
             lab.worker = None
-    return {"profiles": results, "link": lab.kind, "vehicles_per_transport": args.vehicles}
+    return {
+        "profiles": results,
+        "link": lab.kind,
+        "link_why": lab.why,
+        "vehicles_per_transport": args.vehicles,
+    }
 
 
 def summary_line(name: str, r: dict[str, Any]) -> str:
@@ -613,10 +668,7 @@ def main(args: argparse.Namespace) -> int:
         # pyroute2 forks to create a namespace: done here, before any loop or thread exists
         _progress(f"creating namespaces {lab.gw_ns} and {lab.fleet_ns}")
         lab.create()
-        _progress(
-            f"link: {lab.kind}"
-            + (" (this kernel has no netem qdisc: TUN relay)" if lab.kind == "tun" else "")
-        )
+        _progress(f"link: {LINKS[lab.kind]} ({lab.why})")
         out = uvloop.run(orchestrate(args, lab, names))
     except LabError as e:
         print(f"telacd bench netem: {e}", file=sys.stderr)

@@ -9,10 +9,12 @@ and the clean-up, checked against the host's own interfaces.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -75,6 +77,9 @@ def test_handover_quic_keeps_its_sessions_and_tcp_reconnects():
     assert proc.returncode == 0, stderr[-3000:]
     assert "link dark" in stderr and "link back, fleet moved" in stderr  # progress shown
     out = json.loads(stdout)
+    # which link ran, and why, in the JSON and on stderr
+    assert out["link"] in ("netem", "tun") and out["link_why"].startswith("--link auto")
+    assert f"link: {out['link']}: " in stderr and out["link_why"] in stderr
     r = out["profiles"]["handover"]
     quic, tcp = r["transports"]["quic"], r["transports"]["tcp"]
 
@@ -111,3 +116,145 @@ def test_unknown_profiles_are_refused(capsys):
     netem.add_arguments(parser)
     assert netem.main(parser.parse_args(["--profiles", "good4g,lunar"])) == 2
     assert "lunar" in capsys.readouterr().err
+
+
+# -- failures while making the link ------------------------------------------------------------------
+
+# Run the CLI in a child with one part of the host made to fail (the patch runs first).
+_FAIL = {
+    "no /dev/net/tun": "from bench import netem\nnetem.TUN_PATH = '/nonexistent/net/tun'\n",
+    "no veth": textwrap.dedent("""\
+        from pyroute2.iproute.linux import NetNS
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        def link(self, *argv, **kwarg):
+            if kwarg.get("kind") == "veth":
+                raise NetlinkError(95, "Operation not supported")
+            return self.__getattr__("link")(*argv, **kwarg)
+
+        NetNS.link = link
+        """),
+}
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    ("link", "fail", "expect"),
+    [
+        ("tun", ["no /dev/net/tun"], "cannot open /nonexistent/net/tun in telacd-fl-"),
+        ("netem", ["no veth"], "no veth+netem link: cannot create a veth pair in telacd-fl-"),
+        ("auto", ["no veth", "no /dev/net/tun"], "and no veth+netem link either: cannot create a veth pair"),
+    ],
+)
+def test_a_link_that_cannot_be_made_is_one_line_and_no_namespace_left(link, fail, expect):
+    reason = namespaces_available()
+    if reason:
+        pytest.skip(reason)
+    before = host_view()
+    code = "".join(_FAIL[f] for f in fail) + (
+        "import sys\nfrom gateway.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "bench", "netem", "--link", link, "--profiles", "good4g"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    made, *lines = proc.stderr.splitlines()
+    assert made.startswith("creating namespaces telacd-gw-")  # they were made, then removed
+    assert len(lines) == 1 and lines[0].startswith("telacd bench netem: "), proc.stderr
+    assert expect in lines[0]
+    from pyroute2 import netns
+
+    assert not set(made.split()) & set(netns.listnetns())
+    assert host_view() == before
+
+
+# -- the veth+netem link, as far as it goes without sch_netem -----------------------------------------
+
+
+class FakeNS:
+    """Stands for a pyroute2 NetNS: records the calls; ``fail`` maps a call to the NetlinkError it raises."""
+
+    def __init__(self, fail: dict | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.fail = fail or {}
+        self.links = {"lo": 1}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        pass
+
+    def link_lookup(self, ifname):
+        return [self.links[ifname]] if ifname in self.links else []
+
+    def link(self, command, **kwarg):
+        self.calls.append(("link", command, kwarg))
+        if (command, kwarg.get("kind")) in self.fail:
+            raise self.fail[command, kwarg.get("kind")]
+        if command == "add":
+            self.links[kwarg["ifname"]] = len(self.links) + 1
+            self.links[kwarg["peer"]] = len(self.links) + 1
+
+    def tc(self, command, kind, index, **kwarg):
+        self.calls.append(("tc", command, kind, index, kwarg))
+        if (command, kind) in self.fail:
+            raise self.fail[command, kind]
+
+
+def _netlink_error(code: int):
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return NetlinkError(code, os.strerror(code))
+
+
+def test_veth_link_is_made_with_netem_on_both_ends():
+    lab = netem.Lab("t", "auto")
+    g, f = FakeNS(), FakeNS()
+    g.links["tqg0"] = 9  # the peer, once moved
+    lab._make_link(g, f)
+    assert (lab.kind, lab.why) == ("netem", "--link auto; this kernel has sch_netem")
+    assert ("link", "add", {"ifname": "tqf0", "kind": "veth", "peer": "tqg0"}) in f.calls
+    assert ("link", "set", {"index": f.links["tqg0"], "net_ns_fd": "telacd-gw-t"}) in f.calls
+    assert [c[:4] for c in f.calls + g.calls if c[0] == "tc"] == [
+        ("tc", "add", "netem", f.links["tqf0"]),
+        ("tc", "add", "netem", 9),
+    ]
+    assert lab.fds == []  # no TUN
+
+
+@pytest.mark.parametrize(
+    ("fail", "why"),
+    [
+        ({("add", "netem"): errno.ENOENT}, "this kernel has no netem qdisc (sch_netem)"),
+        (
+            {("add", "veth"): errno.EOPNOTSUPP},
+            "cannot create a veth pair in telacd-fl-t: Operation not supported",
+        ),
+    ],
+)
+def test_veth_link_without_netem_or_veth_says_why(monkeypatch, tmp_path, fail, why):
+    fail = {k: _netlink_error(v) for k, v in fail.items()}
+    # --link netem: refused, one line
+    lab = netem.Lab("t", "netem")
+    f = FakeNS(fail)
+    with pytest.raises(netem.LabError) as e:
+        lab._make_link(FakeNS(), f)
+    assert str(e.value) == f"no veth+netem link: {why}; use --link tun"
+    if ("add", "netem") in fail:  # the half-made pair is taken away
+        assert f.calls[-1] == ("link", "del", {"index": f.links["tqf0"]})
+    # --link auto: the TUN link instead, saying why; here with no TUN either
+    monkeypatch.setattr(netem, "_in_netns", lambda name: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(netem, "TUN_PATH", str(tmp_path / "tun"))
+    lab = netem.Lab("t", "auto")
+    with pytest.raises(netem.LabError) as e:
+        lab._make_link(FakeNS(), FakeNS(fail))
+    assert str(e.value) == (
+        f"cannot open {tmp_path / 'tun'} in telacd-fl-t: No such file or directory (no TUN driver on this "
+        f"machine?); and no veth+netem link either: {why}"
+    )
