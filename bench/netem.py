@@ -163,6 +163,21 @@ IFF_NO_PI = 0x1000
 TUN_PATH = "/dev/net/tun"
 
 
+def netem_options(profile: Profile, dark: bool = False) -> dict[str, Any]:
+    """The options of pyroute2's ``tc(..., "netem", ...)`` for one end of the link (each end delays its egress).
+
+    pyroute2 (``pyroute2.netlink.rtnl.tcmsg.sched_netem``) takes delay and jitter
+    in microseconds and loss in percent; it sends no delay distribution table,
+    so the kernel draws each packet's delay uniformly in ``delay ± jitter``.
+    Dark: every packet lost.
+    """
+    return {
+        "delay": round(profile.delay_ms * 1000),
+        "jitter": round(profile.jitter_ms * 1000),
+        "loss": 100.0 if dark else 100.0 * profile.loss,
+    }
+
+
 def _why(e: BaseException) -> str:
     """One line saying why an OSError or a pyroute2 NetlinkError happened."""
     code = getattr(e, "code", None)  # NetlinkError: the errno the kernel answered
@@ -324,17 +339,9 @@ class Lab:
     def set_netem_now(self, profile: Profile, dark: bool = False) -> None:
         from pyroute2 import NetNS
 
-        loss = 100.0 if dark else 100.0 * profile.loss
         for name, ifname in ((self.fleet_ns, self.fleet_if), (self.gw_ns, self.gw_if)):
             with NetNS(name) as ns:
-                ns.tc(
-                    "change",
-                    "netem",
-                    ns.link_lookup(ifname=ifname)[0],
-                    delay=int(profile.delay_ms * 1000),
-                    jitter=int(profile.jitter_ms * 1000),
-                    loss=loss,
-                )
+                ns.tc("change", "netem", ns.link_lookup(ifname=ifname)[0], **netem_options(profile, dark))
 
     def move_fleet_now(self, old_addr: str, new_addr: str) -> None:
         from pyroute2 import NetNS

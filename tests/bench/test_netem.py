@@ -258,3 +258,59 @@ def test_veth_link_without_netem_or_veth_says_why(monkeypatch, tmp_path, fail, w
         f"cannot open {tmp_path / 'tun'} in telacd-fl-t: No such file or directory (no TUN driver on this "
         f"machine?); and no veth+netem link either: {why}"
     )
+
+
+def _compile(call: tuple) -> dict:
+    """The netlink message pyroute2 would send for a recorded tc() call, decoded (nothing is sent)."""
+    from pyroute2 import IPBatch
+    from pyroute2.netlink.rtnl.tcmsg import tcmsg
+
+    _, command, kind, index, kwarg = call
+    with IPBatch() as batch:
+        batch.tc(command, kind, index, **kwarg)
+        msg = tcmsg(bytes(batch.batch))
+    msg.decode()
+    return msg
+
+
+@pytest.mark.parametrize("name", sorted(netem.PROFILES))
+def test_netem_parameters_from_a_profile(monkeypatch, name):
+    """What the netlink worker asks of netem for a profile, down to the netlink message pyroute2 builds."""
+    from pyroute2.netlink.rtnl import TC_H_ROOT
+    from pyroute2.netlink.rtnl.tcmsg.common import tick_in_usec
+
+    profile = netem.PROFILES[name]
+    lab = netem.Lab("t")
+    lab.fleet_if, lab.gw_if = "tqf0", "tqg0"
+    f, g = FakeNS(), FakeNS()
+    f.links["tqf0"], g.links["tqg0"] = 5, 6
+    monkeypatch.setattr("pyroute2.NetNS", lambda name, **kwarg: {lab.fleet_ns: f, lab.gw_ns: g}[name])
+    for dark in (False, True):
+        f.calls.clear()
+        g.calls.clear()
+        lab.set_netem_now(profile, dark)
+        # the same on both ends (each delays its own egress): one direction each
+        assert [c[:4] for c in f.calls + g.calls] == [
+            ("tc", "change", "netem", 5),
+            ("tc", "change", "netem", 6),
+        ]
+        kwarg = f.calls[0][4]
+        assert kwarg == g.calls[0][4] == netem.netem_options(profile, dark)
+        # pyroute2's units: microseconds, percent
+        assert kwarg["delay"] == profile.delay_ms * 1000 and kwarg["jitter"] == profile.jitter_ms * 1000
+        assert kwarg["loss"] == (100.0 if dark else 100 * profile.loss)
+        msg = _compile(f.calls[0])
+        assert msg["index"] == 5 and msg["parent"] == TC_H_ROOT
+        assert msg.get_attr("TCA_KIND") == "netem"
+        opts = msg.get_attr("TCA_OPTIONS")
+        # the kernel's units: scheduler ticks, and loss as a fraction of 2**32 - 1
+        assert opts["delay"] / tick_in_usec / 1000 == pytest.approx(profile.delay_ms, abs=1e-3)
+        assert opts["jitter"] / tick_in_usec / 1000 == pytest.approx(profile.jitter_ms, abs=1e-3)
+        if dark:
+            assert opts["loss"] == 2**32 - 1  # every packet
+        else:
+            assert opts["loss"] / (2**32 - 1) == pytest.approx(profile.loss, rel=1e-6)
+        # no distribution table (the kernel's jitter is then uniform, as the relay's), no added reordering,
+        # duplication or rate; netem's default queue of 1000 packets
+        assert opts["attrs"] == [] and opts["gap"] == 0 and opts["duplicate"] == 0
+        assert opts["limit"] == 1000
