@@ -1656,8 +1656,11 @@ class Router:
         agent.no_answer = 0
         self._disarm(task._step_timer)
         task._step_timer = None
+        # the sticky preference ends once the task is answered (by anyone): a
+        # task that later goes back to waiting is open to all at once
         self._disarm(task._sticky_timer)
         task._sticky_timer = None
+        task._sticky = None
         self._disarm(task._ring_timer)
         task._ring_timer = None
         wait = now - task.arrival
@@ -1830,6 +1833,10 @@ class Router:
         self._release(task, agent)
         task._declined = None
         task._offers = []
+        # no stickiness on re-queue: the agent it would wait for just left
+        self._disarm(task._sticky_timer)
+        task._sticky_timer = None
+        task._sticky = None
         events.append(TaskRequeued(now, task.id, agent.id, reason))
         cell = task._cell
         if task._wait_handle < 0:

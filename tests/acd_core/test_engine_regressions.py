@@ -1,0 +1,61 @@
+"""Regression tests for defects found by an outside audit of the engine, on both
+implementations (the ``impl`` fixture: compiled and reference).
+
+Each test is the smallest centre that showed the defect; the comment above it
+says what used to happen.
+"""
+
+from __future__ import annotations
+
+from acd_core.config import AgentConfig, EscalationStep, QueueConfig
+
+
+def of(events, kind):
+    return [e for e in events if type(e).__name__ == kind]
+
+
+def offer_of(events, task_id=None, agent_id=None):
+    for e in of(events, "OfferCreated"):
+        if (task_id is None or e.task_id == task_id) and (agent_id is None or e.agent_id == agent_id):
+            return e
+    raise AssertionError(f"no offer for {task_id}/{agent_id} in {events}")
+
+
+def sticky_centre(impl):
+    """a1 handled vehicle V; t2 for V is sticky to a1, a1 accepts it."""
+    r = impl.Router()
+    steps = (EscalationStep(30.0), EscalationStep(None, skills={}))
+    r.add_queue(QueueConfig("q", sticky_wait=10.0, steps=steps))
+    for a in ("a1", "a2"):
+        r.add_agent(AgentConfig(a))
+        r.login(a, 0.0)
+    ev = r.enqueue(impl.Task("t1", "q", vehicle="V"), 0.0)
+    r.accept(offer_of(ev, agent_id="a1").offer_id, 0.0)
+    r.complete("t1", 1.0)
+    r.set_state("a2", "break", 1.5)
+    ev = r.enqueue(impl.Task("t2", "q", vehicle="V"), 2.0)
+    assert r.task_info("t2")["sticky_agent"] == "a1"
+    r.accept(offer_of(ev, "t2", "a1").offer_id, 2.0)
+    r.set_state("a2", "available", 2.5)
+    return r
+
+
+# A re-queued task stayed pinned to its (gone) sticky agent forever: accept
+# disarmed the sticky timer but left the preference set, so every step (the
+# shared last one too) targeted only that agent.
+def test_sticky_task_requeued_after_logout_is_open_to_all(impl):
+    r = sticky_centre(impl)
+    assert r.task_info("t2")["sticky_agent"] is None  # answered: the preference is over
+    ev = r.logout("a1", 3.0)
+    assert of(ev, "TaskRequeued")[0].task_id == "t2"
+    assert offer_of(ev, "t2").agent_id == "a2"  # at once, not after a sticky wait
+
+
+def test_sticky_task_requeued_after_disconnect_grace_is_open_to_all(impl):
+    r = sticky_centre(impl)
+    r.disconnect("a1", 3.0, grace=5.0)
+    assert r.next_deadline() == 8.0
+    ev = r.handle_timer(8.0)
+    assert of(ev, "TaskRequeued")[0].reason == "agent_lost"
+    assert offer_of(ev, "t2").agent_id == "a2"
+    assert r.task_info("t2")["sticky_agent"] is None
