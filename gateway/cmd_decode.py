@@ -11,7 +11,18 @@ a real link. Output: one JSON object per frame on stdout, in input order::
 
 A frame that fails prints ``{"error": "<kind>", "detail": "...", "hex": "..."}``
 (kinds: checksum, escape, length, truncated, header_short, too_large, hex)
-and decoding continues; the exit status is 1 if any frame failed.
+and decoding continues; the exit status is 1 if any frame failed, and 2 for
+a usage error (a bad option, or a ``--raw`` file that cannot be read: one
+line on stderr, no traceback). Frames are found as the gateway finds them
+(the codec's ``Splitter``, which resynchronises like ``FrameDecoder``: a
+candidate that is not a well-formed frame is reported, and its closing flag
+also starts the next one, so a frame after junk or a cut-off frame is kept).
+
+``version`` is the header's layout ("2013" or "2019"), except that a 2013
+header carrying the 2011 register body prints "2011" (the two headers are
+identical, the body is the only tell); a register body's own layout is
+``body.layout``. ``lat``/``lon`` print as plain decimals with 6 places
+(``0.000001``, never ``1e-06``), still JSON numbers.
 ``--lenient`` decodes frames with a bad checksum (``checksum_ok: false``), a
 wrong body length or an unescaped trailing 0x7D. ``--zone`` sets the device
 clock's offset (``+08:00`` by the standard); ``--model`` applies a device
@@ -78,9 +89,21 @@ def iso_time(device_time: int | None, zone: dt.timezone) -> str | None:
     return naive.replace(tzinfo=zone).isoformat()
 
 
+def degrees(x: float) -> orjson.Fragment:
+    """Signed degrees with 6 decimals, as a JSON number.
+
+    orjson writes the shortest float repr, so 0.000001 would come out as
+    ``1e-06`` even after ``round(x, 6)``; a Fragment is written verbatim.
+    """
+    return orjson.Fragment(b"%.6f" % x)
+
+
 def item_json(item_id: int, value: Any) -> tuple[str, Any]:
     """(key, value): standard items by name with units applied, anything raw by hex id."""
     name = m.ITEM_NAMES.get(item_id)
+    if item_id == m.ITEM_CUSTOM_LENGTH and 1 <= len(value) <= 4:
+        # the length of the custom items that follow; the record keeps the bytes (any width)
+        return name, int.from_bytes(value, "big")
     tire_pressures = item_id == 0x05 and len(value) == 30
     if name is None or (isinstance(value, (bytes, bytearray)) and not tire_pressures):
         # unknown ids, and standard ids at a vendor's length, stay raw
@@ -110,18 +133,23 @@ def location_json(loc: m.Location, version: int, profile: DeviceProfile, zone: d
         else:  # a repeated id (vendor firmware does this): a list of every value, in order
             items[key] = [items[key], v]
             repeated.add(key)
-    return {
+    out = {
         "alarm": loc.alarm,
         "alarms": profile.alarm_names(loc.alarm, version),
         "status": loc.status,
-        "lat": round(loc.lat, 6),
-        "lon": round(loc.lon, 6),
+        "lat": degrees(loc.lat),
+        "lon": degrees(loc.lon),
         "altitude_m": loc.altitude,
         "speed_kmh": loc.speed_kmh,
         "direction": loc.direction,
         "time": iso_time(loc.device_time, zone),
         "items": items,
     }
+    if not loc.items_ok:
+        # the item list did not end at the body's end: an item's declared length ran past
+        # it (that item is kept raw, cut short) or a lone id byte was left over (dropped)
+        out["items_truncated"] = True
+    return out
 
 
 def _plain(value: Any, version: int, profile: DeviceProfile, zone: dt.timezone) -> Any:
@@ -169,9 +197,11 @@ def body_json(msg: m.Message, profile: DeviceProfile, zone: dt.timezone) -> dict
 
 
 def message_json(msg: m.Message, profile: DeviceProfile, zone: dt.timezone) -> dict[str, Any]:
-    version = str(msg.version)
-    if isinstance(msg.body, m.Register) and msg.body.layout == 2011:
-        version = "2011"  # a 2013 header with the 2011 register body
+    version = str(msg.version)  # the header's layout
+    if msg.version == 2013 and isinstance(msg.body, m.Register) and msg.body.layout == 2011:
+        # 2011 and 2013 headers are identical: the register body is the only tell
+        # (a 2019 header with a short body stays "2019"; body.layout says 2011)
+        version = "2011"
     return {
         "msg_id": msg.msg_id,
         "msg_name": ids.msg_name(msg.msg_id),
@@ -196,7 +226,7 @@ def frames_of(data: bytes, max_buffer: int) -> Iterator[bytes | dict[str, Any]]:
     """Wire frames of a byte string, and error objects for what cannot be a frame."""
     sp = codec.Splitter(max_buffer)
     found = False
-    for f in sp.feed(data):
+    for f in sp.receive_data(data):
         found = True
         if isinstance(f, Jt808ProtocolError):
             yield error_json(f.kind, f.detail, "")
@@ -205,7 +235,8 @@ def frames_of(data: bytes, max_buffer: int) -> Iterator[bytes | dict[str, Any]]:
     if sp.pending:
         yield error_json(TruncatedError.kind, "no end flag", sp.pending)
     elif not found:
-        yield error_json(TruncatedError.kind, "no frame (no 0x7e flags)", data)
+        why = "a lone 0x7e flag" if b"\x7e" in data else "no 0x7e flags"
+        yield error_json(TruncatedError.kind, f"no frame ({why})", data)
 
 
 def hex_inputs(args: argparse.Namespace) -> Iterable[str]:
@@ -259,8 +290,12 @@ def main(args: argparse.Namespace) -> int:
         if args.raw == "-":
             data = sys.stdin.buffer.read()
         else:
-            with open(args.raw, "rb") as fh:
-                data = fh.read()
+            try:
+                with open(args.raw, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                print(f"telacd decode: cannot read {args.raw}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
         decode_stream(data)
     else:
         for text in hex_inputs(args):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from gateway import cli, cmd_decode
+from protocols.jt808 import impl
 
 VECTORS = json.loads(
     (pathlib.Path(__file__).parent / "data" / "jt808_public.json").read_text(encoding="utf-8")
@@ -155,3 +156,107 @@ def test_every_public_vector_prints_json(capfd):
     errors = [f["id"] for f in VECTORS["frames"] if "error" in f["expect"]]
     assert sum("error" in o for o in objs) == len(errors) - 2  # checksum and length decode in lenient mode
     assert code == 1
+
+
+# ---------------------------------------------------------------------------
+# resynchronising, --raw errors, the header version, lat/lon, items (both codecs)
+
+HEARTBEAT_1 = "7e000200000138123456780001327e"
+# a 0x0200 cut off after 11 content bytes, a whole 0x0200 (serial 2), a heartbeat (serial 3)
+CUT_OFF_STREAM = (
+    "7e0200001c01381234567800"
+    "7e0200001c0138123456780002200000000000000301dc89d0073d8aa5000c0232005a240315083000f37e"
+    "7e000200000138123456780003307e"
+)
+# 0x0100 with a 2019 header (bit 14, BCD[10] phone) and a 27-byte (2011-layout) body
+REGISTER_2019_SHORT = (
+    "7e0100401b01000000000138123456780001002c012c544c43440053494d2d3100000054303030310000014231197e"
+)
+# 0x0200: lat 0.000001, lon -0.000002 (status bit 3); item 0xe0 = 5, then 0x99 declaring
+# 9 bytes with 2 present (the item list is cut)
+TINY_DEGREES_CUT_ITEMS = (
+    "7e020000230138123456780009000000000000000b0000000100000002000000000000000000000000e0010599090102667e"
+)
+
+
+@pytest.fixture(params=["reference", "compiled"])
+def each_codec(request, monkeypatch):
+    """Run telacd decode over each codec implementation (the compiled one if it was built)."""
+    found = impl.implementations()
+    if request.param not in found:
+        pytest.skip("the compiled extension was not built")
+    monkeypatch.setattr(cmd_decode, "codec", found[request.param])
+
+
+def _summary(objs: list[dict]) -> list:
+    return [o.get("serial", o.get("error")) for o in objs]
+
+
+@pytest.mark.usefixtures("each_codec")
+@pytest.mark.parametrize(
+    "stream, expected",
+    [
+        ("aa7ebb" + HEARTBEAT_1, ["header_short", 1]),  # junk holding a single 0x7e
+        (CUT_OFF_STREAM, ["header_short", 2, 3]),  # a cut-off frame
+        ("7e000200000138123456780001337e" + HEARTBEAT_1[2:], ["checksum", 1]),  # a shared flag
+    ],
+)
+def test_raw_keeps_the_frame_after_junk_or_a_cut_off_frame(capfd, tmp_path, monkeypatch, stream, expected):
+    path = tmp_path / "capture.bin"
+    path.write_bytes(bytes.fromhex(stream))
+    code, objs = run(capfd, "--raw", str(path))
+    assert code == 1 and _summary(objs) == expected
+    code, objs = run(capfd, stream)  # hex arguments are split the same way
+    assert code == 1 and _summary(objs) == expected
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(bytes.fromhex(stream))))
+    code, objs = run(capfd, "--raw", "-")
+    assert code == 1 and _summary(objs) == expected
+
+
+@pytest.mark.usefixtures("each_codec")
+def test_raw_lone_flags_are_not_frames(capfd):
+    code, objs = run(capfd, "7ebb7e7e")  # the bad candidate's flag, then one more: nothing lost
+    assert code == 1 and _summary(objs) == ["header_short"]
+    code, (obj,) = run(capfd, "aa7e")
+    assert code == 1 and obj["error"] == "truncated" and obj["detail"] == "no frame (a lone 0x7e flag)"
+
+
+def test_raw_file_that_cannot_be_read(capfd, tmp_path):
+    missing = tmp_path / "nonexistent.bin"
+    assert cli.main(["decode", "--raw", str(missing)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert str(missing) in err and "No such file or directory" in err
+    assert cli.main(["decode", "--raw", str(tmp_path)]) == 2  # a directory
+    assert "Is a directory" in capfd.readouterr().err
+
+
+@pytest.mark.usefixtures("each_codec")
+def test_version_is_the_headers(capfd):
+    _, (obj,) = run(capfd, REGISTER_2019_SHORT)
+    assert obj["version"] == "2019" and obj["phone"] == "00000000013812345678"
+    assert obj["body"]["layout"] == 2011 and obj["body"]["model"] == "SIM-1"
+    _, (obj,) = run(capfd, FRAMES["go-0100-2011"])  # a 2013 header: the body is the only tell
+    assert obj["version"] == "2011" and obj["body"]["layout"] == 2011
+
+
+@pytest.mark.usefixtures("each_codec")
+def test_lat_lon_are_plain_decimals(capfd):
+    for indent in ([], ["--indent"]):
+        assert cli.main(["decode", *indent, TINY_DEGREES_CUT_ITEMS]) == 0
+        text = capfd.readouterr().out.replace(" ", "")
+        assert '"lat":0.000001,' in text and '"lon":-0.000002,' in text and "e-0" not in text
+        body = json.loads(text)["body"]
+        assert (body["lat"], body["lon"]) == (0.000001, -0.000002)  # still JSON numbers
+    _, (obj,) = run(capfd, COLLISION)
+    assert (obj["body"]["lat"], obj["body"]["lon"]) == (31.230416, 121.473701)
+
+
+@pytest.mark.usefixtures("each_codec")
+def test_cut_item_list_and_custom_items_length(capfd):
+    _, (obj,) = run(capfd, TINY_DEGREES_CUT_ITEMS)
+    body = obj["body"]
+    assert list(body) == [*LOCATION_KEYS, "items_truncated"] and body["items_truncated"] is True
+    assert body["items"] == {"custom_items_len": 5, "0x99": "0102"}  # the cut item kept raw
+    _, (obj,) = run(capfd, COLLISION)
+    assert "items_truncated" not in obj["body"]  # only when the list was cut

@@ -490,7 +490,10 @@ ITEM_NAMES: dict[int, str] = {
     0x2B: "analog",
     0x30: "rssi",
     0x31: "satellites",
+    0xE0: "custom_items_len",  # the length of the custom items that follow (jt808.md §4)
 }
+# 0xE0's length varies (n bytes), so its value stays raw bytes in the record
+ITEM_CUSTOM_LENGTH = 0xE0
 # items whose raw value is in tenths
 ITEM_TENTHS = frozenset((0x01, 0x02, 0x03))
 
