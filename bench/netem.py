@@ -37,7 +37,10 @@ Measured per transport: alert delivery latency (raise to 0x8001, which the
 gateway sends only once the session is stored), alerts lost (never
 acknowledged by the end of the drain), re-authentications (0x0102 after the
 first), reconnections, and in the hand-over the recovery time: from the link
-coming back to the vehicle's first acknowledged 0x0200 after it.
+coming back to the vehicle's first acknowledged 0x0200 after it, and how long
+the link really dropped everything (``blackout_actual_s``: from the relay's
+switch to dark to its switch back, or between netem's confirmed changes),
+which includes the address change at its end.
 
 It never touches the host's interfaces or addresses: every link and address
 is created inside the two namespaces, which are deleted on exit (also on
@@ -214,6 +217,9 @@ class Lab:
         self.fleet_addr = FLEET_ADDR
         self.relay: Relay | None = None
         self.worker: Child | None = None
+        self.blackouts: list[float] = []  # seconds each blackout lasted, as the link applied it
+        self._dark_since: float | None = None
+        self._sockets: dict[str, Any] = {}  # the netlink worker's open NetNS sockets, by namespace
 
     def create(self) -> None:
         from pyroute2 import NetNS, netns
@@ -310,19 +316,33 @@ class Lab:
     # from a process with an event loop and threads can deadlock in the child, so
     # netlink work during the run is done by a small worker process of our own
     # (``--child netlink``), single-threaded, which calls the ``*_now`` methods below.
+    # Starting it takes a Python start-up and pyroute2's import (about half a
+    # second): :meth:`warm` does that, and opens its sockets, before a blackout,
+    # so that the address change at the end of one costs a millisecond or so.
 
     async def set_profile(self, profile: Profile, dark: bool = False) -> None:
         if self.kind == "tun":
             assert self.relay is not None
             self.relay.profile = profile
             self.relay.dark = dark
-            return
-        await self._call({"op": "netem", "profile": asdict(profile), "dark": dark})
+        else:
+            await self._call({"op": "netem", "profile": asdict(profile), "dark": dark})
+        # when the link starts and stops dropping: the relay's switch, or netem's once the worker confirms
+        now = time.monotonic()
+        if dark and self._dark_since is None:
+            self._dark_since = now
+        elif not dark and self._dark_since is not None:
+            self.blackouts.append(now - self._dark_since)
+            self._dark_since = None
 
     async def move_fleet(self, new_addr: str) -> None:
         """The fleet's address changes (a new cell, a new carrier-grade NAT mapping)."""
         await self._call({"op": "move", "from": self.fleet_addr, "to": new_addr})
         self.fleet_addr = new_addr
+
+    async def warm(self) -> None:
+        """Have the netlink worker running, with its sockets open, before it is needed in a hurry."""
+        await self._call({"op": "ping"})
 
     async def _call(self, msg: dict[str, Any]) -> None:
         if self.worker is None:
@@ -336,20 +356,34 @@ class Lab:
         if not reply.get("ok"):
             raise LabError(f"netlink worker: {reply.get('error')}")
 
-    def set_netem_now(self, profile: Profile, dark: bool = False) -> None:
+    def _socket(self, name: str) -> Any:
+        """The worker's netlink socket in namespace ``name``, opened once (opening one forks)."""
         from pyroute2 import NetNS
 
+        if name not in self._sockets:
+            self._sockets[name] = NetNS(name, flags=0)  # flags=0: never create a namespace
+        return self._sockets[name]
+
+    def close_sockets(self) -> None:
+        for ns in self._sockets.values():
+            with contextlib.suppress(Exception):
+                ns.close()
+        self._sockets = {}
+
+    def ping_now(self) -> None:
+        self._socket(self.fleet_ns)
+        self._socket(self.gw_ns)
+
+    def set_netem_now(self, profile: Profile, dark: bool = False) -> None:
         for name, ifname in ((self.fleet_ns, self.fleet_if), (self.gw_ns, self.gw_if)):
-            with NetNS(name) as ns:
-                ns.tc("change", "netem", ns.link_lookup(ifname=ifname)[0], **netem_options(profile, dark))
+            ns = self._socket(name)
+            ns.tc("change", "netem", ns.link_lookup(ifname=ifname)[0], **netem_options(profile, dark))
 
     def move_fleet_now(self, old_addr: str, new_addr: str) -> None:
-        from pyroute2 import NetNS
-
-        with NetNS(self.fleet_ns) as f:
-            idx = f.link_lookup(ifname=self.fleet_if)[0]
-            f.addr("del", index=idx, address=old_addr, prefixlen=PREFIX)
-            f.addr("add", index=idx, address=new_addr, prefixlen=PREFIX)
+        f = self._socket(self.fleet_ns)
+        idx = f.link_lookup(ifname=self.fleet_if)[0]
+        f.addr("del", index=idx, address=old_addr, prefixlen=PREFIX)
+        f.addr("add", index=idx, address=new_addr, prefixlen=PREFIX)
 
     def destroy(self) -> None:
         from pyroute2 import netns
@@ -496,16 +530,21 @@ async def run_profile(name: str, args: argparse.Namespace, lab: Lab, workdir: Pa
     profile = PROFILES[name]
     gateway = fleet = None
     try:
+        if profile.move or lab.kind == "netem":
+            await lab.warm()  # not in the blackout: the worker's start-up would lengthen it
         if lab.fleet_addr != FLEET_ADDR:
             await lab.move_fleet(FLEET_ADDR)
         if lab.relay is None:
             lab.start_relay(profile, args.seed)
         elif lab.relay is not None:
             lab.relay.packets, lab.relay.dropped = [0, 0], [0, 0]  # counted per profile
+        lab.blackouts = []
         await lab.set_profile(profile)
         _progress(
             f"[{name}] {profile.delay_ms:g} ms ± {profile.jitter_ms:g} each way, "
-            f"{100 * profile.loss:g}% loss{', then a 2 s blackout and an address change' if profile.move else ''}"
+            f"{100 * profile.loss:g}% loss"
+            + (f", then a {profile.blackout_s:g} s blackout" if profile.blackout_s else "")
+            + (" and an address change" if profile.move else "")
         )
         certdir = workdir / f"cert-{name}"
         if not (certdir / "cert.pem").exists():
@@ -568,6 +607,7 @@ async def run_profile(name: str, args: argparse.Namespace, lab: Lab, workdir: Pa
                 _progress(
                     f"[{name}] t+{timeline['light'] - t0:5.1f}s  link back"
                     + (f", fleet moved {FLEET_ADDR} -> {FLEET_ADDR_AFTER}" if profile.move else "")
+                    + f" (dark for {lab.blackouts[-1]:.3f} s)"
                 )
                 await alerts_for(args.after)
             else:
@@ -590,6 +630,8 @@ async def run_profile(name: str, args: argparse.Namespace, lab: Lab, workdir: Pa
         ]
         gateway = None
         out = {"profile": asdict(profile), "link": lab.kind, "transports": result["transports"]}
+        if lab.blackouts:  # how long the link really dropped everything (the profile says blackout_s)
+            out["blackout_actual_s"] = round(lab.blackouts[-1], 3)
         if tail:
             out["gateway"] = tail[-1]
         if lab.relay is not None:
@@ -1103,13 +1145,16 @@ def _netlink_child(args: argparse.Namespace) -> None:
     for line in sys.stdin:
         msg = json.loads(line)
         try:
-            if msg["op"] == "netem":
+            if msg["op"] == "ping":
+                lab.ping_now()
+            elif msg["op"] == "netem":
                 lab.set_netem_now(Profile(**msg["profile"]), msg["dark"])
             elif msg["op"] == "move":
                 lab.move_fleet_now(msg["from"], msg["to"])
             _emit({"ok": True})
         except Exception as e:
             _emit({"ok": False, "error": f"{type(e).__name__}: {e}"})
+    lab.close_sockets()
 
 
 def _child_main() -> None:

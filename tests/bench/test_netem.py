@@ -81,6 +81,8 @@ def test_handover_quic_keeps_its_sessions_and_tcp_reconnects():
     assert out["link"] in ("netem", "tun") and out["link_why"].startswith("--link auto")
     assert f"link: {out['link']}: " in stderr and out["link_why"] in stderr
     r = out["profiles"]["handover"]
+    # the blackout lasts what the profile says: the netlink worker was started before it
+    assert r["blackout_actual_s"] == pytest.approx(2.0, abs=0.05)
     quic, tcp = r["transports"]["quic"], r["transports"]["tcp"]
 
     # every vehicle had an alert in flight during the blackout, on both transports
