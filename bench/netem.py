@@ -15,8 +15,15 @@ The bench builds that, and only inside namespaces it makes (pyroute2):
 * the link is a veth pair with a netem qdisc on each end when the kernel has
   ``sch_netem``; otherwise (this reference machine's kernel has no netem) a TUN
   device in each namespace, joined by a relay in this process that applies
-  the same model: per direction, a uniform delay of ``delay ± jitter`` (in
-  order, as a cellular RLC layer delivers) and independent random loss;
+  the same model (``--link`` chooses; the output says which link ran and why):
+  per direction, independent random loss, and a delay drawn for each packet
+  on its own, uniform in ``delay ± jitter`` (netem's jitter without a
+  distribution table, which is what pyroute2 sends). Drawn independently,
+  the delays reorder packets sent closer together than the jitter's spread,
+  on both links. A cellular link's RLC layer would deliver in order; netem
+  does not, and the relay follows netem. One difference is left: when the
+  link goes dark the relay also drops the packets it is still holding, while
+  netem still delivers those queued before its loss went to 100 %;
 * profiles (``PROFILES``): ``good4g`` 40 ms ± 10 each way, 0.1 % loss;
   ``poor3g`` 150 ms ± 50 each way, 2 % loss; ``handover``: good4g, then a 2 s
   blackout (every packet lost both ways) at the end of which the fleet's
@@ -406,7 +413,10 @@ class Lab:
 
 
 class Relay:
-    """The TUN link: packets read from one namespace's TUN, delayed or dropped, written to the other's."""
+    """The TUN link: packets read from one namespace's TUN, delayed or dropped, written to the other's.
+
+    Each packet's delay is drawn on its own, as netem does: packets may overtake each other.
+    """
 
     def __init__(self, fleet_fd: int, gw_fd: int, profile: Profile, seed: int) -> None:
         self.loop = asyncio.get_running_loop()
@@ -414,7 +424,6 @@ class Relay:
         self.dark = False
         self.rng = random.Random(seed)
         self.fds = (fleet_fd, gw_fd)
-        self._last = [0.0, 0.0]  # per direction: delivery time of the last packet (kept in order)
         self.packets = [0, 0]
         self.dropped = [0, 0]
         self.loop.add_reader(fleet_fd, self._read, 0)
@@ -424,7 +433,6 @@ class Relay:
         src = self.fds[direction]
         dst = self.fds[1 - direction]
         p = self.profile
-        now = self.loop.time()
         while True:
             try:
                 packet = os.read(src, 65536)
@@ -435,9 +443,7 @@ class Relay:
                 self.dropped[direction] += 1
                 continue
             delay = max(0.0, p.delay_ms + self.rng.uniform(-p.jitter_ms, p.jitter_ms)) / 1000.0
-            at = max(now + delay, self._last[direction])
-            self._last[direction] = at
-            self.loop.call_at(at, self._deliver, dst, packet, direction)
+            self.loop.call_later(delay, self._deliver, dst, packet, direction)
 
     def _deliver(self, fd: int, packet: bytes, direction: int) -> None:
         if self.dark:  # in the air when the radio went: lost too

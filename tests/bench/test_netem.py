@@ -316,3 +316,28 @@ def test_netem_parameters_from_a_profile(monkeypatch, name):
         # duplication or rate; netem's default queue of 1000 packets
         assert opts["attrs"] == [] and opts["gap"] == 0 and opts["duplicate"] == 0
         assert opts["limit"] == 1000
+
+
+def test_relay_draws_each_packet_delay_on_its_own():
+    """Like netem with jitter, the relay lets a packet overtake one sent before it."""
+    import asyncio
+
+    async def run() -> list[int]:
+        a, b = os.pipe(), os.pipe()  # the "fleet" TUN is read from a[0], the "gateway" TUN written to b[1]
+        for fd in (a[0], b[0]):
+            os.set_blocking(fd, False)
+        relay = netem.Relay(a[0], b[1], netem.Profile(50.0, 40.0, 0.0), seed=1)
+        try:
+            for i in range(50):
+                os.write(a[1], bytes([i]))
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.2)
+            return list(os.read(b[0], 100))
+        finally:
+            relay.close()
+            for fd in (*a, *b):
+                os.close(fd)
+
+    got = asyncio.run(run())
+    assert sorted(got) == list(range(50))  # no loss
+    assert got != sorted(got)  # reordered
