@@ -7,7 +7,11 @@ vectors and with hypothesis). What is compiled is what every frame pays for on
 the gateway's hot path:
 
 * splitting on 0x7E, scanning with ``memchr``, directly over the caller's
-  buffer (no copy of a frame that contains no 0x7D);
+  buffer (no copy of a frame that contains no 0x7D), with the framing check
+  (``frame_ok``: escapes, XOR, length bits) that decides whether a suspect
+  candidate's closing flag also starts the next one (codec.py,
+  "Resynchronising"); the Splitter runs it on every candidate, the decoder
+  only on a frame that failed or was decoded leniently;
 * unescaping into a module scratch buffer, only when the frame has a 0x7D;
 * the XOR checksum, a word at a time;
 * the header, both layouts, with the phone string cached per decoder;
