@@ -107,7 +107,7 @@ class AgentHub:
                         gw.routing.disconnect(agent_id, gw.cfg.sessions["agent_grace_s"])
                     except (KeyError, ValueError) as e:
                         log.warning("disconnect of %s: %s", agent_id, e)
-            channel.close()
+            await channel.flush_and_close()  # the last words (logged_out, replaced) reach the agent
 
     def _sessions_of(self, agent_id: str) -> list[dict[str, Any]]:
         return [s.summary() for s in self.gw.sessions.open.values() if s.agent == agent_id]

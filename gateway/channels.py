@@ -11,6 +11,12 @@ The agent hub and the subscriber feed are written once against :class:`Channel`:
 * ``await recv()`` returns the next message (a dict), a
   :class:`~protocols.agentwire.BadMessage` for a well-framed but invalid one,
   or ``None`` when the peer has gone.
+* ``close()`` stops accepting messages and closes the connection *after* what
+  was already sent has been written (the ``logged_out``, ``replaced`` or
+  ``auth`` error that explains the close), waiting at most ``FLUSH_TIMEOUT_S``
+  for a peer that does not read. ``await flush_and_close()`` does the same and
+  returns once the connection is closed. Whoever closes first, the peer or the
+  gateway, no task of the channel outlives it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ from protocols.agentwire import (
 )
 
 MAX_BACKLOG = 10000
+FLUSH_TIMEOUT_S = 2.0  # how long a closing channel waits for its peer to take what was sent
+
+# closing channels, referenced until they are closed (the loop only keeps weak references to tasks)
+_CLOSING: set[asyncio.Task] = set()
 
 
 class Channel:
@@ -51,11 +61,15 @@ class Channel:
     def close(self) -> None:
         raise NotImplementedError
 
+    async def flush_and_close(self) -> None:
+        raise NotImplementedError
+
 
 class WebSocketChannel(Channel):
     """JSON text frames over an aiohttp WebSocket; binary frames are read as msgpack maps."""
 
     transport_name = "websocket"
+    FLUSH_TIMEOUT_S = FLUSH_TIMEOUT_S
 
     def __init__(self, ws: web.WebSocketResponse, peer: str, max_backlog: int = MAX_BACKLOG) -> None:
         self.ws = ws
@@ -66,11 +80,13 @@ class WebSocketChannel(Channel):
         self._idle.set()
         self._max = max_backlog
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+        self._closing: asyncio.Task | None = None
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.closed:
             return
         if len(self._out) >= self._max:
+            self._out.clear()  # a consumer that stopped reading: nothing more is worth waiting for
             self.close()
             return
         self._out.append(encode_json(msg))
@@ -117,31 +133,45 @@ class WebSocketChannel(Channel):
                 return None
 
     def close(self) -> None:
-        if self.closed:
+        """Stop accepting messages; write what is queued (bounded), then close. Idempotent."""
+        if self._closing is not None:
             return
         self.closed = True
-        self._sender.cancel()
-        asyncio.get_running_loop().create_task(self._close())
+        self._closing = task = asyncio.get_running_loop().create_task(self._close())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
     async def _close(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.FLUSH_TIMEOUT_S
         try:
-            await self.ws.close()
-        except Exception:
-            pass
-
-    async def flush_and_close(self) -> None:
-        """Send what is queued, then close (used after an auth error reply)."""
-        try:
-            await asyncio.wait_for(self.drain(), 2.0)
+            await asyncio.wait_for(self._idle.wait(), self.FLUSH_TIMEOUT_S)  # everything queued written
         except TimeoutError:
             pass
+        finally:
+            self._sender.cancel()
+            await asyncio.wait({self._sender})
+        try:
+            await asyncio.wait_for(self.ws.close(), max(0.1, deadline - loop.time()))
+        except (Exception, asyncio.CancelledError):
+            # a dead or silent peer: the transport is closed anyway. (aiohttp shares one drain
+            # waiter between writers, so the cancelled sender can make close() raise CancelledError)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+
+    async def flush_and_close(self) -> None:
+        """Close, and return once what was sent has been written (or the flush timed out)."""
         self.close()
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
 
 
 class TcpChannel(asyncio.Protocol, Channel):
     """Length-prefixed msgpack maps over a TCP connection (asyncio Protocol: no stream overhead)."""
 
     transport_name = "tcp"
+    FLUSH_TIMEOUT_S = FLUSH_TIMEOUT_S
 
     def __init__(self, on_connect, max_backlog: int = MAX_BACKLOG) -> None:
         self._on_connect = on_connect
@@ -152,6 +182,8 @@ class TcpChannel(asyncio.Protocol, Channel):
         self._writable.set()
         self._max = max_backlog
         self.transport: asyncio.Transport | None = None
+        self._lost = asyncio.Event()
+        self._abort: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -180,6 +212,9 @@ class TcpChannel(asyncio.Protocol, Channel):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._lost.set()
+        if self._abort is not None:
+            self._abort.cancel()
         self._inbox.append(None)
         self._readable.set()
         self._writable.set()
@@ -215,12 +250,20 @@ class TcpChannel(asyncio.Protocol, Channel):
         return item
 
     def close(self) -> None:
+        """Stop accepting messages and close once the written data is flushed (bounded). Idempotent."""
         if not self.closed and self.transport is not None:
             self.closed = True
-            self.transport.close()
+            self.transport.close()  # flushes what is buffered, then closes
+            if not self._lost.is_set():  # a peer that does not read cannot keep the connection
+                self._abort = asyncio.get_running_loop().call_later(
+                    self.FLUSH_TIMEOUT_S, self.transport.abort
+                )
 
     async def flush_and_close(self) -> None:
-        self.close()  # transport.close() flushes buffered data first
+        """Close, and return once the connection is closed (what was sent flushed, or timed out)."""
+        self.close()
+        if self.transport is not None:
+            await self._lost.wait()
 
 
 async def first_message(channel: Channel, spec: dict[str, Any], expected: str) -> dict[str, Any] | None:

@@ -154,7 +154,7 @@ class FeedHub:
             self._channels.discard(channel)
             self.subscribers.pop(sub_id, None)
             reader.cancel()
-            channel.close()
+            await channel.flush_and_close()
 
     async def _read_loop(self, channel: Channel) -> None:
         """After subscribing, a subscriber may only ping; anything else gets an error."""
