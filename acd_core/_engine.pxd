@@ -326,14 +326,16 @@ cdef class Router:
 
     @cython.locals(task=Task, agent=_Agent, old=cython.int)
     cdef _drop_offer(self, _Offer offer, double now, object reason, list events)
-    cdef _back_to_queue(self, Task task, double now, list events)
+    cdef _refile(self, Task task, double now)
+    @cython.locals(t=Task)
+    cdef _redispatch(self, list tasks, double now, list events)
     cdef _retry(self, Task task, double now, list events)
     @cython.locals(offer=_Offer, task=Task, agent=_Agent, old=cython.int, wait=cython.double,
                    cell=_Cell, other=_Offer)
     cpdef list accept(self, object offer_id, double now)
     @cython.locals(offer=_Offer)
     cpdef list reject(self, object offer_id, double now)
-    @cython.locals(task=Task, agent=_Agent, q=_Queue)
+    @cython.locals(task=Task, agent=_Agent, q=_Queue, back=list)
     cdef _offer_failed(self, _Offer offer, double now, object reason, list events)
 
     @cython.locals(task=Task, agent=_Agent, old=cython.int, talk=cython.double, wrap=cython.double,
@@ -352,10 +354,11 @@ cdef class Router:
     cdef _requeue(self, Task task, _Agent agent, double now, object reason, list events)
 
     @cython.locals(old=cython.int)
-    cdef _go_break(self, _Agent agent, double now, object reason, list events)
+    cdef _go_break(self, _Agent agent, double now, object reason, list events, list back)
     @cython.locals(offer=_Offer, task=Task)
-    cdef _withdraw_agent_offers(self, _Agent agent, double now, list events)
+    cdef _drop_agent_offers(self, _Agent agent, double now, list events, list back)
+    cdef _withdraw_agent_offers(self, _Agent agent, double now, list events, list back)
     @cython.locals(old=cython.int)
     cdef _end_wrapup(self, _Agent agent, double now, object reason, list events)
-    @cython.locals(old=cython.int, t=Task)
+    @cython.locals(old=cython.int, t=Task, back=list)
     cdef _logout(self, _Agent agent, double now, object reason, object requeue_reason, list events)

@@ -1614,19 +1614,30 @@ class Router:
         events.append(_ev_withdrawn(now, offer.id, task.id, agent.id, reason))
         self._touch(agent, now, reason, events)
 
-    def _back_to_queue(self, task, now, events):
-        """A task whose offers all failed waits again, with its old key. If
-        every agent that could take it now has declined it, those agents get
-        it again after the queue's ``retry_delay`` (Asterisk's ``retry``): a
-        crash alert must not sit out an escalation step because the only
-        agent on shift missed one ring."""
+    def _refile(self, task, now):
+        """A task whose offers all failed waits again, with its old key (the
+        caller offers it, see ``_redispatch``)."""
         self._disarm(task._ring_timer)
         task._ring_timer = None
         self._file(task, now)
-        self._dispatch_task(task, now, events)
-        if task.state == T_QUEUED and task._declined:
-            # _ring_timer is free while the task waits: it holds the retry
-            task._ring_timer = self._arm(K_RETRY, task, now + task._loc.retry_delay)
+
+    def _redispatch(self, tasks, now, events):
+        """Offer tasks that just went back to waiting, best first, so that a
+        free agent that can take only one of them gets the best one.
+
+        If every agent that could take a task now has declined it, those
+        agents get it again after the queue's ``retry_delay`` (Asterisk's
+        ``retry``): a crash alert must not sit out an escalation step because
+        the only agent on shift missed one ring."""
+        if len(tasks) > 1:
+            tasks.sort(key=lambda t: (t._k1 - t._loc.aging * now, t._k2, t._seq))
+        for t in tasks:
+            if t.state != T_QUEUED:
+                continue
+            self._dispatch_task(t, now, events)
+            if t.state == T_QUEUED and t._declined and t._ring_timer is None:
+                # _ring_timer is free while the task waits: it holds the retry
+                t._ring_timer = self._arm(K_RETRY, t, now + t._loc.retry_delay)
 
     def _retry(self, task, now, events):
         task._ring_timer = None
@@ -1700,10 +1711,17 @@ class Router:
             task._declined = set()
         task._declined.add(agent)
         agent.no_answer += 1
-        if agent.no_answer >= q.max_no_answer and agent.presence == P_READY:
-            self._go_break(agent, now, "no_answer", events)
+        back = []
         if not task._offers:
-            self._back_to_queue(task, now, events)
+            self._refile(task, now)
+            back.append(task)
+        if agent.no_answer >= q.max_no_answer and agent.presence == P_READY:
+            # the break withdraws the agent's other offers: those tasks and this
+            # one are offered again together, best first (this one is back in
+            # its bucket before any of them is re-offered)
+            self._go_break(agent, now, "no_answer", events, back)
+        else:
+            self._redispatch(back, now, events)
         self._dispatch_agent(agent, now, events)
 
     # -- tasks: leaving ------------------------------------------------------
@@ -1866,7 +1884,7 @@ class Router:
             agent.reason = ""
             self._touch(agent, now, "login", events)
         if state == "break":
-            self._go_break(agent, now, reason or "break", events)
+            self._go_break(agent, now, reason or "break", events, [])
         elif state != "available":
             raise ValueError(f"login state must be 'available' or 'break', not {state!r}")
         self._dispatch_agent(agent, now, events)
@@ -1882,7 +1900,7 @@ class Router:
         if state == "break":
             if agent.presence == P_WRAPUP:
                 self._end_wrapup(agent, now, "agent", events)
-            self._go_break(agent, now, reason or "break", events)
+            self._go_break(agent, now, reason or "break", events, [])
         elif state == "available":
             if agent.presence == P_WRAPUP:
                 self._end_wrapup(agent, now, "agent", events)
@@ -1898,18 +1916,29 @@ class Router:
             raise ValueError(f"state must be 'available' or 'break', not {state!r}")
         return events
 
-    def _go_break(self, agent, now, reason, events):
+    def _go_break(self, agent, now, reason, events, back):
+        """The agent goes on break; its pending offers are withdrawn. ``back``:
+        tasks already waiting again that still need an offer (a no-answer
+        break: the task the agent failed to answer); they are offered together
+        with the withdrawn ones, best first."""
         self._set_presence(agent, P_BREAK, now)
         agent.reason = reason
         self._touch(agent, now, reason, events)
-        self._withdraw_agent_offers(agent, now, events)
+        self._withdraw_agent_offers(agent, now, events, back)
 
-    def _withdraw_agent_offers(self, agent, now, events):
+    def _drop_agent_offers(self, agent, now, events, back):
+        """Withdraw the agent's pending offers; a task left with none waits
+        again and is appended to ``back`` for the caller to offer."""
         for offer in list(agent.offers.values()):
             task = offer.task
             self._drop_offer(offer, now, "agent_gone", events)
             if not task._offers:
-                self._back_to_queue(task, now, events)
+                self._refile(task, now)
+                back.append(task)
+
+    def _withdraw_agent_offers(self, agent, now, events, back):
+        self._drop_agent_offers(agent, now, events, back)
+        self._redispatch(back, now, events)
 
     def _end_wrapup(self, agent, now, reason, events):
         if agent.presence != P_WRAPUP:
@@ -1942,16 +1971,15 @@ class Router:
         agent.grace_timer = None
         self._set_presence(agent, P_LOGGED_OUT, now)
         agent.reason = reason
-        self._withdraw_agent_offers(agent, now, events)
-        tasks = list(agent.tasks.values())
-        for t in tasks:
+        # the tasks it was offered and those in its hands go back together and
+        # are offered best first: none of them can take a free agent from a better one
+        back = []
+        self._drop_agent_offers(agent, now, events, back)
+        for t in list(agent.tasks.values()):
             self._requeue(t, agent, now, requeue_reason, events)
+            back.append(t)
         self._touch(agent, now, reason, events)
-        # best first, so that an agent able to take several gets the best one first
-        tasks.sort(key=lambda t: (t._k1 - t._loc.aging * now, t._k2, t._seq))
-        for t in tasks:
-            if t.state == T_QUEUED:
-                self._dispatch_task(t, now, events)
+        self._redispatch(back, now, events)
 
     def disconnect(self, agent_id, now, grace):
         """The agent's connection dropped. Offers are withdrawn at once; its
@@ -1968,7 +1996,7 @@ class Router:
         agent.wrap_timer = None
         self._set_presence(agent, P_DISCONNECTED, now)
         agent.reason = "disconnected"
-        self._withdraw_agent_offers(agent, now, events)
+        self._withdraw_agent_offers(agent, now, events, [])
         self._touch(agent, now, "disconnected", events)
         agent.grace_timer = self._arm(K_GRACE, agent, now + max(grace, 0.0))
         return events

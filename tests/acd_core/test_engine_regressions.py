@@ -7,7 +7,7 @@ says what used to happen.
 
 from __future__ import annotations
 
-from acd_core.config import AgentConfig, EscalationStep, QueueConfig
+from acd_core.config import AgentConfig, EscalationStep, PriorityClass, QueueConfig
 
 
 def of(events, kind):
@@ -59,3 +59,44 @@ def test_sticky_task_requeued_after_disconnect_grace_is_open_to_all(impl):
     assert of(ev, "TaskRequeued")[0].reason == "agent_lost"
     assert offer_of(ev, "t2").agent_id == "a2"
     assert r.task_info("t2")["sticky_agent"] is None
+
+
+def two_chat_offers(impl, first, second, **queue):
+    """X (chat 2) holds offers for ``first`` then ``second``; Y (chat 1) is free."""
+    r = impl.Router()
+    classes = (PriorityClass("lo", 0), PriorityClass("hi", 5))
+    r.add_queue(QueueConfig("q", classes=classes, retry_delay=30.0, **queue))
+    r.add_agent(AgentConfig("X", capacity={"chat": 2}))
+    r.add_agent(AgentConfig("Y", capacity={"chat": 1}))
+    r.login("X", 0.0)
+    offers = {}
+    for i, (tid, cls) in enumerate((first, second)):
+        offers[tid] = offer_of(r.enqueue(impl.Task(tid, "q", cls, channel="chat"), 1.0 + i), tid, "X")
+    r.login("Y", 2.5)
+    return r, offers
+
+
+# A no-answer break withdrew the agent's other offers and re-offered them
+# before the rejected task was back in its bucket: the free agent got the
+# low-priority task and the high one waited.
+def test_no_answer_break_offers_the_best_task_first(impl):
+    r, offers = two_chat_offers(impl, ("H", "hi"), ("L", "lo"), max_no_answer=1)
+    ev = r.reject(offers["H"].offer_id, 3.0)
+    assert any(e.new == "break" and e.reason == "no_answer" for e in of(ev, "AgentStateChanged"))
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("H", "Y")]
+    assert r.waiting("q") == ["L"]
+
+
+def test_break_with_several_offers_re_offers_best_first(impl):
+    r, _ = two_chat_offers(impl, ("L", "lo"), ("H", "hi"))  # L was offered first
+    ev = r.set_state("X", "break", 3.0)
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("H", "Y")]
+    assert r.waiting("q") == ["L"]
+
+
+def test_logout_re_offers_offers_and_tasks_in_hand_best_first(impl):
+    r, offers = two_chat_offers(impl, ("H", "hi"), ("L", "lo"))
+    r.accept(offers["H"].offer_id, 2.0)  # H in X's hands, L still on offer to X
+    ev = r.logout("X", 3.0)
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("H", "Y")]
+    assert r.waiting("q") == ["L"]
