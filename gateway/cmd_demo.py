@@ -22,6 +22,7 @@ from typing import Any
 from . import config as config_mod
 from .cmd_serve import setup_logging
 
+DEMO_STORE = "sqlite:///./telacd-data/demo.db"
 DEMO_AGENTS = [
     ("demo-ann", {"emergency": 9, "service": 4}),
     ("demo-bo", {"emergency": 7, "service": 6}),
@@ -52,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=float, default=0.0, help="stop after this many seconds (0: until Ctrl-C)"
     )
-    parser.add_argument("--store", default="sqlite:///./telacd-data/demo.db", help="store URL for the demo")
+    parser.add_argument(
+        "--store",
+        default=None,
+        help=f"store URL for the demo (default: [store] url of --config or $TELACD_STORE_URL, else {DEMO_STORE})",
+    )
     parser.add_argument(
         "--transport",
         choices=("tcp", "quic"),
@@ -64,9 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def demo_config(args: argparse.Namespace) -> config_mod.Config:
     base = config_mod.load(args.config)
+    store = args.store
+    if store is None:  # a store named by the file or the environment wins over the demo's own file
+        store = base.store["url"] if base.store["url"] != config_mod.SCALARS["store"]["url"] else DEMO_STORE
     raw: dict[str, Any] = {
         "gateway": dict(base.gateway),
-        "store": {**base.store, "url": args.store},
+        "store": {**base.store, "url": store},
         "terminals": dict(base.terminals),
         "sessions": dict(base.sessions),
         "tenants": dict(base.tenants),

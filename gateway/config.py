@@ -380,7 +380,9 @@ def build(raw: dict[str, Any], source: str, env: dict[str, str] | None = None) -
             raise ConfigError(source, name, "must be an array of tables ([[" + name + "]])")
         lists[name] = value
 
-    # environment overrides
+    # environment overrides; ``origin`` remembers which variable set what, so that an error
+    # found later names the variable, not the file
+    origin: dict[str, str] = {}
     for var, text in sorted(env.items()):
         if not var.startswith("TELACD_"):
             continue
@@ -393,18 +395,36 @@ def build(raw: dict[str, Any], source: str, env: dict[str, str] | None = None) -
             if not isinstance(value, list):
                 raise ConfigError(f"${var}", rest, "must be a JSON array")
             lists[rest] = value
+            origin[rest] = f"${var}"
+            continue
+        if rest == "tenants":
+            try:
+                value = json.loads(text)
+            except ValueError as e:
+                raise ConfigError(f"${var}", rest, f"not a JSON object: {e}") from None
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"${var}", rest, 'must be a JSON object of prefix: tenant, e.g. {"0138": "acme"}'
+                )
+            sections["tenants"] = _tenants(f"${var}", value)
             continue
         for name, defaults in SCALARS.items():
             prefix = name + "_"
-            if rest.startswith(prefix) and rest[len(prefix) :] in defaults:
-                key = rest[len(prefix) :]
-                sections[name][key] = _typed(f"${var}", f"{name}.{key}", defaults[key], _env_value(text))
-                break
+            if not rest.startswith(prefix) or name == "tenants":
+                continue
+            key = rest[len(prefix) :]
+            if key not in defaults:
+                # a misspelt override must not be ignored in silence
+                raise ConfigError(f"${var}", f"{name}.{key}", f"unknown key (known: {', '.join(defaults)})")
+            sections[name][key] = _typed(f"${var}", f"{name}.{key}", defaults[key], _env_value(text))
+            origin[f"{name}.{key}"] = f"${var}"
+            break
         # other TELACD_* variables (TELACD_REQUIRE_SERVICES, TELACD_PURE_PYTHON...) are not config
 
-    _check_scalars(source, sections)
-    queues = _merge_by(DEFAULT_QUEUES, lists["queues"], "name", source, "queues")
-    triggers = _merge_by(DEFAULT_TRIGGERS, lists["triggers"], "kind", source, "triggers")
+    _check_scalars(source, sections, origin)
+    src = {name: origin.get(name, source) for name in lists}
+    queues = _merge_by(DEFAULT_QUEUES, lists["queues"], "name", src["queues"], "queues")
+    triggers = _merge_by(DEFAULT_TRIGGERS, lists["triggers"], "kind", src["triggers"], "triggers")
     cfg = Config(
         source=source,
         gateway=sections["gateway"],
@@ -412,13 +432,13 @@ def build(raw: dict[str, Any], source: str, env: dict[str, str] | None = None) -
         terminals=sections["terminals"],
         sessions=sections["sessions"],
         tenants=sections["tenants"],
-        queues=tuple(_queue(source, i, q) for i, q in enumerate(queues)),
-        agents=tuple(_agent(source, i, a) for i, a in enumerate(lists["agents"])),
-        subscribers=tuple(_subscriber(source, i, s) for i, s in enumerate(lists["subscribers"])),
-        admins=tuple(_admin(source, i, a) for i, a in enumerate(lists["admins"])),
-        triggers=tuple(_trigger(source, i, t) for i, t in enumerate(triggers)),
+        queues=tuple(_queue(src["queues"], i, q) for i, q in enumerate(queues)),
+        agents=tuple(_agent(src["agents"], i, a) for i, a in enumerate(lists["agents"])),
+        subscribers=tuple(_subscriber(src["subscribers"], i, s) for i, s in enumerate(lists["subscribers"])),
+        admins=tuple(_admin(src["admins"], i, a) for i, a in enumerate(lists["admins"])),
+        triggers=tuple(_trigger(src["triggers"], i, t) for i, t in enumerate(triggers)),
     )
-    _check_references(cfg)
+    _check_references(cfg, src)
     return cfg
 
 
@@ -473,53 +493,78 @@ def parse_address(source: str, key: str, value: str) -> Address:
     return Address(m["v6"] or m["host"], port)
 
 
-def _check_scalars(source: str, s: dict[str, dict[str, Any]]) -> None:
+def _check_scalars(source: str, s: dict[str, dict[str, Any]], origin: dict[str, str] | None = None) -> None:
+    def at(key: str) -> str:  # where the value of ``key`` came from: the file, or a $TELACD_ variable
+        return (origin or {}).get(key, source)
+
     for key in ("tcp", "quic", "http", "agent_tcp", "feed_tcp"):
         if s["gateway"][key]:
-            parse_address(source, f"gateway.{key}", s["gateway"][key])
+            parse_address(at(f"gateway.{key}"), f"gateway.{key}", s["gateway"][key])
     if not s["gateway"]["http"]:
-        raise ConfigError(source, "gateway.http", "the HTTP address is required (admin API, agents, feed)")
+        raise ConfigError(
+            at("gateway.http"), "gateway.http", "the HTTP address is required (admin API, agents, feed)"
+        )
     if s["gateway"]["quic"] and not (s["gateway"]["quic_cert"] and s["gateway"]["quic_key"]):
         raise ConfigError(
-            source, "gateway.quic", "QUIC needs gateway.quic_cert and gateway.quic_key (telacd cert DIR)"
+            at("gateway.quic"),
+            "gateway.quic",
+            "QUIC needs gateway.quic_cert and gateway.quic_key (telacd cert DIR)",
         )
     if s["gateway"]["workers"] < 1:
-        raise ConfigError(source, "gateway.workers", "must be at least 1")
+        raise ConfigError(at("gateway.workers"), "gateway.workers", "must be at least 1")
     url = s["store"]["url"]
     if not (url.startswith("sqlite://") or url.startswith(("postgresql://", "postgres://"))):
-        raise ConfigError(source, "store.url", f"must start with sqlite:// or postgresql://, got {url!r}")
+        raise ConfigError(
+            at("store.url"), "store.url", f"must start with sqlite:// or postgresql://, got {url!r}"
+        )
     if s["store"]["sync"] not in ("normal", "full"):
-        raise ConfigError(source, "store.sync", "must be 'normal' or 'full'")
+        raise ConfigError(at("store.sync"), "store.sync", "must be 'normal' or 'full'")
     for key in ("location_batch", "location_flush_ms", "location_queue_max", "pool_size"):
         if s["store"][key] < 1:
-            raise ConfigError(source, f"store.{key}", "must be at least 1")
+            raise ConfigError(at(f"store.{key}"), f"store.{key}", "must be at least 1")
     if s["store"]["commit_timeout_s"] <= 0:
-        raise ConfigError(source, "store.commit_timeout_s", "must be positive")
+        raise ConfigError(at("store.commit_timeout_s"), "store.commit_timeout_s", "must be positive")
     t = s["terminals"]
     if t["auth"] not in ("open", "registered", "fixed"):
-        raise ConfigError(source, "terminals.auth", f"must be open, registered or fixed, got {t['auth']!r}")
+        raise ConfigError(
+            at("terminals.auth"), "terminals.auth", f"must be open, registered or fixed, got {t['auth']!r}"
+        )
     if t["auth"] == "fixed" and not t["fixed_code"]:
-        raise ConfigError(source, "terminals.fixed_code", "auth = 'fixed' needs a non-empty fixed_code")
+        raise ConfigError(
+            at("terminals.fixed_code"), "terminals.fixed_code", "auth = 'fixed' needs a non-empty fixed_code"
+        )
     if not _ZONE.match(t["device_zone"]):
-        raise ConfigError(source, "terminals.device_zone", f"must look like +08:00, got {t['device_zone']!r}")
+        raise ConfigError(
+            at("terminals.device_zone"),
+            "terminals.device_zone",
+            f"must look like +08:00, got {t['device_zone']!r}",
+        )
     for key in ("max_buffer", "max_malformed", "max_frames_per_s", "send_buffer_high"):
         if t[key] < 1:
-            raise ConfigError(source, f"terminals.{key}", "must be at least 1")
+            raise ConfigError(at(f"terminals.{key}"), f"terminals.{key}", "must be at least 1")
     if t["max_buffer"] < 64:
-        raise ConfigError(source, "terminals.max_buffer", "must be at least 64 bytes")
+        raise ConfigError(at("terminals.max_buffer"), "terminals.max_buffer", "must be at least 64 bytes")
     if t["heartbeat_timeout_s"] <= 0:
-        raise ConfigError(source, "terminals.heartbeat_timeout_s", "must be positive")
+        raise ConfigError(
+            at("terminals.heartbeat_timeout_s"), "terminals.heartbeat_timeout_s", "must be positive"
+        )
     if t["rcvbuf"] < 0:
-        raise ConfigError(source, "terminals.rcvbuf", "must not be negative")
+        raise ConfigError(at("terminals.rcvbuf"), "terminals.rcvbuf", "must not be negative")
     if t["overload_lag_ms"] < 1:
-        raise ConfigError(source, "terminals.overload_lag_ms", "must be at least 1")
+        raise ConfigError(at("terminals.overload_lag_ms"), "terminals.overload_lag_ms", "must be at least 1")
     if t["overload_commit_ms"] < 0:
-        raise ConfigError(source, "terminals.overload_commit_ms", "must not be negative (0: off)")
+        raise ConfigError(
+            at("terminals.overload_commit_ms"),
+            "terminals.overload_commit_ms",
+            "must not be negative (0: off)",
+        )
     if t["overload_keep_s"] < 0:
-        raise ConfigError(source, "terminals.overload_keep_s", "must not be negative")
+        raise ConfigError(
+            at("terminals.overload_keep_s"), "terminals.overload_keep_s", "must not be negative"
+        )
     for key, value in s["sessions"].items():
         if isinstance(value, int | float) and value < 0:
-            raise ConfigError(source, f"sessions.{key}", "must not be negative")
+            raise ConfigError(at(f"sessions.{key}"), f"sessions.{key}", "must not be negative")
 
 
 def _tenants(source: str, given: dict[str, Any]) -> dict[str, str]:
@@ -804,47 +849,56 @@ def _trigger(source: str, i: int, t: dict) -> TriggerSpec:
     )
 
 
-def _check_references(cfg: Config) -> None:
-    src = cfg.source
+def _check_references(cfg: Config, origin: dict[str, str] | None = None) -> None:
+    """Cross-references; an error names where the referring entry came from (the file or a $TELACD_ list)."""
+    origin = origin or {}
+
+    def at(name: str) -> str:
+        return origin.get(name, cfg.source)
+
     names = [q.name for q in cfg.queues]
     agent_ids = [a.id for a in cfg.agents]
     for kind, ids in (("queues", names), ("agents", agent_ids), ("subscribers", [s.id for s in cfg.subscribers]),
                       ("admins", [a.id for a in cfg.admins])):  # fmt: skip
         dup = {x for x in ids if ids.count(x) > 1}
         if dup:
-            raise ConfigError(src, kind, f"duplicate id {sorted(dup)[0]!r}")
+            raise ConfigError(at(kind), kind, f"duplicate id {sorted(dup)[0]!r}")
     tokens = [a.token for a in cfg.admins]
     if len(set(tokens)) != len(tokens):
-        raise ConfigError(src, "admins", "two admins share a token")
+        raise ConfigError(at("admins"), "admins", "two admins share a token")
     for q in cfg.queues:
         for j, st in enumerate(q.escalation):
             if st.queue and st.queue not in names:
                 raise ConfigError(
-                    src, f"queues[{q.name}].escalation[{j}].queue", f"no queue named {st.queue!r}"
+                    at("queues"), f"queues[{q.name}].escalation[{j}].queue", f"no queue named {st.queue!r}"
                 )
             for a in st.agents:
                 if a not in agent_ids:
                     raise ConfigError(
-                        src, f"queues[{q.name}].escalation[{j}].agents", f"no agent named {a!r}"
+                        at("queues"), f"queues[{q.name}].escalation[{j}].agents", f"no agent named {a!r}"
                     )
         for a in q.agents:
             if a not in agent_ids:
-                raise ConfigError(src, f"queues[{q.name}].agents", f"no agent named {a!r}")
+                raise ConfigError(at("queues"), f"queues[{q.name}].agents", f"no agent named {a!r}")
     bits: dict[int, str] = {}
     for t in cfg.triggers:
         q = cfg.queue(t.queue)
         if q is None:
-            raise ConfigError(src, f"triggers[{t.kind}].queue", f"no queue named {t.queue!r}")
+            raise ConfigError(at("triggers"), f"triggers[{t.kind}].queue", f"no queue named {t.queue!r}")
         if t.klass and t.klass not in {c.name for c in q.classes}:
-            raise ConfigError(src, f"triggers[{t.kind}].class", f"queue {q.name!r} has no class {t.klass!r}")
+            raise ConfigError(
+                at("triggers"), f"triggers[{t.kind}].class", f"queue {q.name!r} has no class {t.klass!r}"
+            )
         if t.alarm_bit is not None:
             if t.alarm_bit in bits:
                 raise ConfigError(
-                    src,
+                    at("triggers"),
                     f"triggers[{t.kind}].alarm_bit",
                     f"bit {t.alarm_bit} is already {bits[t.alarm_bit]!r}",
                 )
             bits[t.alarm_bit] = t.kind
     su = cfg.sessions["unresolved_queue"]
     if su and su not in names:
-        raise ConfigError(src, "sessions.unresolved_queue", f"no queue named {su!r}")
+        raise ConfigError(
+            at("sessions.unresolved_queue"), "sessions.unresolved_queue", f"no queue named {su!r}"
+        )

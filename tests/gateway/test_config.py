@@ -132,6 +132,49 @@ def test_env_errors_name_the_variable():
     assert info.value.source == "$TELACD_TERMINALS_MAX_BUFFER" and info.value.key == "terminals.max_buffer"
 
 
+@pytest.mark.parametrize(
+    "env, var, key, reason",
+    [
+        # values of the right type that fail a later check still name the variable, not the file
+        ({"TELACD_GATEWAY_TCP": "nonsense"}, "TELACD_GATEWAY_TCP", "gateway.tcp", "HOST:PORT"),
+        (
+            {"TELACD_TERMINALS_MAX_MALFORMED": "0"},
+            "TELACD_TERMINALS_MAX_MALFORMED",
+            "terminals.max_malformed",
+            "at least 1",
+        ),
+        ({"TELACD_STORE_URL": "mysql://x"}, "TELACD_STORE_URL", "store.url", "sqlite://"),
+        ({"TELACD_AGENTS": '[{"id": "a"}]'}, "TELACD_AGENTS", "agents[a].token", "required"),
+        (
+            {"TELACD_QUEUES": '[{"name": "x", "agents": ["nobody"]}]'},
+            "TELACD_QUEUES",
+            "queues[x].agents",
+            "nobody",
+        ),
+        # a misspelt override is an error, not ignored
+        ({"TELACD_GATEWAY_TPC": "127.0.0.1:1"}, "TELACD_GATEWAY_TPC", "gateway.tpc", "unknown key"),
+        ({"TELACD_TENANTS": "[1]"}, "TELACD_TENANTS", "tenants", "JSON object"),
+    ],
+)
+def test_semantic_env_errors_name_the_variable(tmp_path, env, var, key, reason):
+    path = write(tmp_path, "[terminals]\nauth = 'open'\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env=env)
+    assert (info.value.source, info.value.key) == (f"${var}", key) and reason in info.value.reason
+
+
+def test_the_same_errors_in_the_file_name_the_file(tmp_path):
+    path = write(tmp_path, "[gateway]\ntcp = 'nonsense'\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env={"TELACD_STORE_URL": "sqlite:///x.db"})
+    assert (info.value.source, info.value.key) == (path, "gateway.tcp")
+
+
+def test_tenants_from_the_environment():
+    cfg = config.load(None, env={"TELACD_TENANTS": '{"0138": "acme"}'})
+    assert cfg.tenant_of("013812345678") == "acme"
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="file not found"):
         config.load("/nonexistent/telacd.toml", env={})
