@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from protocols.agentwire import AGENT_MESSAGES, COMMANDS, BadMessage, check_client_message
 
 from .channels import Channel, first_message, refuse
+from .downlink import PARAMS
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -193,7 +194,10 @@ class AgentHub:
             raise BadMessage(
                 "bad_command", f"unknown command {command!r} (known: {', '.join(COMMANDS)})", ref=ref
             )
-        params = {k: v for k, v in msg.items() if k not in ("type", "session", "command", "id")}
+        known = (*PARAMS[command], "expires_in_s")
+        params = {k: v for k, v in msg.items() if k in known}  # unknown fields are ignored
+        if "monitor" in params:
+            params["monitor"] = bool(params["monitor"])
         if command == "callback" and not params.get("phone"):
             spec = gw.agent_specs.get(agent_id)
             if spec is None or not spec.phone:
@@ -213,6 +217,12 @@ class AgentHub:
                     out["id"] = ref
                 self.push(agent_id, out)
 
-            await gw.downlink.request(s.phone, command, params, session=s, agent=agent_id, progress=progress)
+            try:
+                await gw.downlink.request(
+                    s.phone, command, params, session=s, agent=agent_id, progress=progress
+                )
+            except Exception as e:  # e.g. the store refused to queue it: the agent must still hear
+                log.error("command %s for %s failed: %r", command, sid, e)
+                progress({"ok": False, "status": "failed", "error": f"the command could not be sent: {e}"})
 
         gw.spawn(run(), f"command {command} for {sid}")

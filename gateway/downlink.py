@@ -16,6 +16,13 @@ command            message   parameters                                  answer
                              (default: the session's confirmable bits)
 =================  ========  ==========================================  ==========
 
+Bad parameters are refused before anything is sent (:meth:`Downlink.check`:
+the agent gets ``bad_command``, the admin API a 400). Text goes out in GBK, as
+the standard requires; characters GBK lacks (an emoji typed by an agent) are
+sent as ``?`` rather than refused, and the first outcome says so (``replaced``
+lists them, ``note`` explains). A command that still cannot be encoded or
+stored after validation is reported ``failed`` with the reason, never dropped.
+
 A command to an online vehicle is written at once and matched to its answer
 by the platform serial it carried. Without an answer it is re-sent with the
 same serial after ``command_timeout_s``, then twice that, and so on
@@ -29,11 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from protocols.jt808.bits import ALARM_CONFIRMABLE
+from protocols.jt808.errors import Jt808LocalError
 
 from .store import CommandRow
 
@@ -46,6 +55,14 @@ log = logging.getLogger("telacd.downlink")
 
 RESULT_NAMES = {0: "success", 1: "failure", 2: "message_error", 3: "not_supported", 4: "alarm_confirmed"}
 COMMANDS = ("text", "callback", "locate", "track", "confirm_alarm")
+# the parameters each command takes (others are ignored)
+PARAMS = {
+    "text": ("text", "flag", "text_type"),
+    "callback": ("phone", "monitor", "flag"),
+    "locate": (),
+    "track": ("interval_s", "duration_s"),
+    "confirm_alarm": ("alarm_serial", "alarm_type"),
+}
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -84,14 +101,22 @@ class Downlink:
             text = params.get("text")
             if not isinstance(text, str) or not text:
                 raise ValueError("text needs a non-empty 'text'")
+            # as sent: characters GBK lacks become one '?' byte each (see gbk_text)
             if len(text.encode("gbk", errors="replace")) > 1024:
                 raise ValueError("text is longer than 1024 bytes in GBK")
             _int_range(params, "flag", 0, 255)
             _int_range(params, "text_type", 1, 255)
         elif command == "callback":
             phone = params.get("phone")
-            if not isinstance(phone, str) or not phone or len(phone) > 20:
+            if not isinstance(phone, str) or not phone:
                 raise ValueError("callback needs 'phone' (at most 20 characters)")
+            try:
+                size = len(phone.encode("gbk"))
+            except UnicodeEncodeError:
+                raise ValueError(f"callback 'phone' {phone!r} has characters GBK cannot encode") from None
+            if size > 20:
+                raise ValueError("callback 'phone' is longer than 20 bytes in GBK")
+            _int_range(params, "flag", 0, 1)
         elif command == "track":
             _int_range(params, "interval_s", 0, 0xFFFF)
             _int_range(params, "duration_s", 0, 0xFFFFFFFF)
@@ -100,9 +125,38 @@ class Downlink:
             _int_range(params, "alarm_type", 0, 0xFFFFFFFF)
         expires = params.get("expires_in_s")
         if expires is not None and (
-            isinstance(expires, bool) or not isinstance(expires, int | float) or expires <= 0
+            isinstance(expires, bool)
+            or not isinstance(expires, int | float)
+            or not 0 < expires < math.inf  # NaN fails too
         ):
             raise ValueError("expires_in_s must be a positive number of seconds")
+
+    @staticmethod
+    def gbk_text(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A text command as it will be sent, and the note for the requester when that differs.
+
+        Characters GBK cannot encode are sent as ``?``: the message gets through
+        and the requester is told which characters were replaced.
+        """
+        text = params["text"]
+        try:
+            text.encode("gbk")
+            return params, {}
+        except UnicodeEncodeError:
+            pass
+        lacking: list[str] = []
+        for ch in text:
+            try:
+                ch.encode("gbk")
+            except UnicodeEncodeError:
+                if ch not in lacking:
+                    lacking.append(ch)
+        sent = text.encode("gbk", errors="replace").decode("gbk")
+        note = {
+            "replaced": lacking,
+            "note": f"{len(lacking)} character(s) GBK cannot encode were sent as '?'",
+        }
+        return {**params, "text": sent}, note
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -119,6 +173,9 @@ class Downlink:
         """Send a command to a vehicle; returns the first outcome (answered, failed or queued)."""
         self.check(command, params)
         gw = self.gw
+        note: dict[str, Any] = {}
+        if command == "text":
+            params, note = self.gbk_text(params)
         vehicle = gw.terminals.vehicles.get(phone)
         if session is not None and command == "confirm_alarm" and "alarm_type" not in params:
             params = {**params, "alarm_type": int(session.data.get("alarm", 0)) & ALARM_CONFIRMABLE}
@@ -131,11 +188,12 @@ class Downlink:
             self._waiting[row.id] = (progress, session)
             if self.queued is not None:
                 self.queued.add(phone)
-            outcome = {"ok": False, "status": "queued", "command_id": row.id, "expires_at": row.expires_at}
+            outcome = {"ok": False, "status": "queued", "command_id": row.id, "expires_at": row.expires_at,
+                       **note}  # fmt: skip
             gw.metrics.commands["queued"] += 1
             self._report(session, command, outcome, progress)
             return outcome
-        outcome = await self._send(vehicle, command, params)
+        outcome = {**await self._send(vehicle, command, params), **note}
         self._report(session, command, outcome, progress)
         return outcome
 
@@ -151,21 +209,28 @@ class Downlink:
         gw = self.gw
         proto = vehicle.conn
         conn = proto.conn
-        if command == "text":
-            serial, data = conn.send_text(
-                params["text"], params.get("flag", 0x0C), params.get("text_type", 1)
-            )
-        elif command == "callback":
-            monitor = bool(params.get("monitor")) or params.get("flag") == 1
-            serial, data = conn.call_back(params["phone"], monitor)
-        elif command == "locate":
-            serial, data = conn.locate()
-        elif command == "track":
-            serial, data = conn.track(params.get("interval_s", 10), params.get("duration_s", 300))
-        else:  # confirm_alarm
-            serial, data = conn.confirm_alarm(
-                params.get("alarm_serial", 0), params.get("alarm_type", ALARM_CONFIRMABLE)
-            )
+        try:
+            if command == "text":
+                serial, data = conn.send_text(
+                    params["text"], params.get("flag", 0x0C), params.get("text_type", 1)
+                )
+            elif command == "callback":
+                monitor = bool(params.get("monitor")) or params.get("flag") == 1
+                serial, data = conn.call_back(params["phone"], monitor)
+            elif command == "locate":
+                serial, data = conn.locate()
+            elif command == "track":
+                serial, data = conn.track(params.get("interval_s", 10), params.get("duration_s", 300))
+            else:  # confirm_alarm
+                serial, data = conn.confirm_alarm(
+                    params.get("alarm_serial", 0), params.get("alarm_type", ALARM_CONFIRMABLE)
+                )
+        except (Jt808LocalError, ValueError, TypeError, KeyError, OverflowError) as e:
+            # validation let through something the codec cannot encode (e.g. a command queued
+            # before a rule existed): the requester hears about it
+            log.warning("command %s to %s cannot be encoded: %s", command, vehicle.phone, e)
+            gw.metrics.commands["failed"] += 1
+            return {"ok": False, "status": "failed", "error": f"cannot be encoded: {e}"}
         key = (vehicle.phone, serial)
         fut = gw.loop.create_future()
         self.pending[key] = _Pending(vehicle.phone, serial, fut)
