@@ -123,6 +123,7 @@ cdef class Task:
     cdef public _Queue _loc          # where it waits now (escalation may move it)
     cdef public _Bucket _bucket      # its current target bucket
     cdef public Py_ssize_t _handle   # in _bucket.tasks, or -1
+    cdef public Py_ssize_t _pre_handle  # in _bucket.pre (a pre-empting class), or -1
     cdef public Py_ssize_t _wait_handle  # in its statistics cell's waiting set, or -1
     cdef public int _step
     cdef public _Timer _step_timer, _sticky_timer, _ring_timer
@@ -206,7 +207,7 @@ cdef class _Bucket:
     cdef public int ch
     cdef public tuple req
     cdef public object agents
-    cdef public IndexedHeap tasks, avail, wrap
+    cdef public IndexedHeap tasks, pre, avail, wrap
     cdef public list members
 
 
@@ -241,7 +242,7 @@ cdef class Router:
     cdef dict _queues, _agents, _tasks, _offers, _incidents, _sticky, _listed, _skills, _channels
     cdef list _channel_names
     cdef IndexedHeap _timers
-    cdef long long _next_offer, _seq, _agent_seq
+    cdef long long _next_offer, _seq, _agent_seq, _npre
     cdef object _rng
     cdef double _window, _slot_len, _start, _sticky_max
     cdef int _slots
@@ -268,6 +269,8 @@ cdef class Router:
     cdef _keys(self, Task t)
     @cython.locals(b=_Bucket)
     cdef _file(self, Task t, double now)
+    @cython.locals(b=_Bucket)
+    cdef _pre_sync(self, Task t)
     cdef _unfile(self, Task t)
     @cython.locals(agent=_Agent, s=cython.int)
     cdef _agent_key(self, _Member m)
@@ -312,11 +315,16 @@ cdef class Router:
     cdef _Member _best_agent(self, _Bucket b, Task task)
     @cython.locals(b=_Bucket, q=_Queue, m=_Member, agent=_Agent)
     cdef _dispatch_task(self, Task task, double now, list events)
+    @cython.locals(m=_Member, agent=_Agent)
+    cdef _preempt_for(self, Task task, _Bucket b, double now, list events)
     @cython.locals(t=Task)
-    cdef Task _first_undeclined(self, _Bucket b, _Agent agent)
+    cdef bint _preempt(self, _Agent agent, double now, list events) except -1
+    @cython.locals(t=Task, heap=IndexedHeap)
+    cdef Task _first_undeclined(self, _Bucket b, _Agent agent, bint pre)
     @cython.locals(best=Task, t=Task, m=_Member, b=_Bucket, r1=cython.double, r2=cython.double,
-                   best_r1=cython.double, best_r2=cython.double, best_seq=cython.longlong)
-    cdef Task _best_task(self, _Agent agent, double now)
+                   best_r1=cython.double, best_r2=cython.double, best_seq=cython.longlong,
+                   heap=IndexedHeap)
+    cdef Task _best_task(self, _Agent agent, double now, bint pre)
     @cython.locals(t=Task)
     cdef _dispatch_agent(self, _Agent agent, double now, list events)
     @cython.locals(q=_Queue, oid=cython.longlong, offer=_Offer, old=cython.int)
@@ -350,6 +358,8 @@ cdef class Router:
     cpdef list abandon(self, object task_id, double now)
     @cython.locals(task=Task, agent=_Agent, cell=_Cell)
     cpdef list cancel(self, object task_id, double now, object reason=*)
+    @cython.locals(b=_Bucket)
+    cdef _rekey(self, Task task, double now, list events)
     @cython.locals(cell=_Cell)
     cdef _requeue(self, Task task, _Agent agent, double now, object reason, list events)
 

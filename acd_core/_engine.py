@@ -446,6 +446,7 @@ class Task:
         self._loc = None
         self._bucket = None
         self._handle = -1
+        self._pre_handle = -1
         self._wait_handle = -1
         self._step = 0
         self._step_timer = None
@@ -633,6 +634,7 @@ class _Bucket:
         self.req = req  # ((skill id, min level), ...)
         self.agents = agents  # frozenset of agent ids, or None
         self.tasks = IndexedHeap()
+        self.pre = IndexedHeap()  # the waiting tasks of pre-empting classes, same keys
         self.avail = IndexedHeap()
         self.wrap = IndexedHeap()
         self.members = []
@@ -732,6 +734,7 @@ class Router:
         self._start = start
         self._sticky_max = 0.0
         self._sticky_on = False
+        self._npre = 0  # waiting tasks of pre-empting classes (in some bucket's ``pre``)
 
     # -- registries ---------------------------------------------------------
 
@@ -854,6 +857,9 @@ class Router:
     def _drop_bucket(self, b):
         for m in b.members:
             m.agent.members.remove(m)
+            if m.wrap >= 0:
+                m.wrap = -1
+                m.agent.wrap_entries -= 1
         b.members = []
         if b.agents is not None:
             for aid in b.agents:
@@ -1049,12 +1055,34 @@ class Router:
         t._bucket = b
         self._keys(t)
         t._handle = b.tasks.push(t._k1, t._k2, t)
+        if t._c.preempt:
+            self._pre_sync(t)
         t.state = T_QUEUED
+
+    def _pre_sync(self, t):
+        """Keep a waiting task's entry in its bucket's ``pre`` heap in step
+        with its class and key: there iff its class may pre-empt wrap-up (and
+        the queue it waits in has such a class, so keeps wrap-up heaps)."""
+        b = t._bucket
+        if t._c.preempt and b.q.preempt:
+            if t._pre_handle >= 0:
+                b.pre.update(t._pre_handle, t._k1, t._k2)
+            else:
+                t._pre_handle = b.pre.push(t._k1, t._k2, t)
+                self._npre += 1
+        elif t._pre_handle >= 0:
+            b.pre.remove(t._pre_handle)
+            t._pre_handle = -1
+            self._npre -= 1
 
     def _unfile(self, t):
         if t._handle >= 0:
             t._bucket.tasks.remove(t._handle)
             t._handle = -1
+        if t._pre_handle >= 0:
+            t._bucket.pre.remove(t._pre_handle)
+            t._pre_handle = -1
+            self._npre -= 1
 
     # -- agent heaps ---------------------------------------------------------
 
@@ -1484,43 +1512,80 @@ class Router:
             if m is not None:
                 self._offer(task, m.agent, now, events)
                 return
-        if task._c.preempt and len(b.wrap) > 0:
-            m = b.wrap.peek()
-            if m.agent.presence == P_WRAPUP and (task._declined is None or m.agent not in task._declined):
-                agent = m.agent
-                self._end_wrapup(agent, now, "preempted", events)
-                self._offer(task, agent, now, events)
-                self._dispatch_agent(agent, now, events)  # its other channels
+        if task._pre_handle >= 0 and len(b.wrap) > 0:
+            self._preempt_for(task, b, now, events)
 
-    def _first_undeclined(self, b, agent):
+    def _preempt_for(self, task, b, now, events):
+        """A waiting emergency found no available agent: take the eligible agent
+        whose wrap-up ends first (and that has not declined it) out of wrap-up.
+        That agent gets the best waiting emergency it may take: this one,
+        unless a higher or older one waits for it too (then the next agent in
+        wrap-up is tried for this one)."""
+        popped = []
+        while task.state == T_QUEUED and len(b.wrap) > 0:
+            m = b.wrap.peek()
+            agent = m.agent
+            if agent.presence != P_WRAPUP:
+                break
+            if task._declined is not None and agent in task._declined:
+                b.wrap.pop()
+                m.wrap = -1
+                popped.append(m)
+                continue
+            if not self._preempt(agent, now, events):
+                break
+        for m in popped:  # untouched meanwhile: only the pre-empted agents changed
+            m.wrap = b.wrap.push(m.agent.wrap_until, m.agent.index, m)
+
+    def _preempt(self, agent, now, events):
+        """Take an agent in wrap-up out of it for the best waiting task of a
+        pre-empting class that it may take; False if there is none."""
+        t = self._best_task(agent, now, True)
+        if t is None:
+            return False
+        self._end_wrapup(agent, now, "preempted", events)
+        self._offer(t, agent, now, events)
+        self._dispatch_agent(agent, now, events)  # its other channels
+        return True
+
+    def _first_undeclined(self, b, agent, pre):
+        heap = b.pre if pre else b.tasks
         popped = []
         found = None
-        while len(b.tasks) > 0:
-            t = b.tasks.pop()
-            t._handle = -1
+        while len(heap) > 0:
+            t = heap.pop()
+            if pre:
+                t._pre_handle = -1
+            else:
+                t._handle = -1
             popped.append(t)
             if t._declined is None or agent not in t._declined:
                 found = t
                 break
         for t in popped:
-            t._handle = b.tasks.push(t._k1, t._k2, t)
+            if pre:
+                t._pre_handle = heap.push(t._k1, t._k2, t)
+            else:
+                t._handle = heap.push(t._k1, t._k2, t)
         return found
 
-    def _best_task(self, agent, now):
-        """The best waiting task this agent may take now, across its buckets."""
+    def _best_task(self, agent, now, pre):
+        """The best waiting task this agent may take now, across its buckets
+        (``pre``: only tasks of pre-empting classes, for an agent in wrap-up)."""
         best = None
         best_r1 = INF
         best_r2 = INF
         best_seq = 0
         for m in agent.members:
             b = m.bucket
-            if len(b.tasks) == 0:
+            heap = b.pre if pre else b.tasks
+            if len(heap) == 0:
                 continue
             if agent.load[b.ch] >= agent.cap[b.ch]:
                 continue
-            t = b.tasks.peek()
+            t = heap.peek()
             if t._declined is not None and agent in t._declined:
-                t = self._first_undeclined(b, agent)
+                t = self._first_undeclined(b, agent, pre)
                 if t is None:
                     continue
             r1 = t._k1 - b.q.aging * now
@@ -1537,9 +1602,15 @@ class Router:
         return best
 
     def _dispatch_agent(self, agent, now, events):
-        """The agent may take more: give it the best waiting tasks it can hold."""
+        """The agent may take more: give it the best waiting tasks it can hold.
+        An agent in wrap-up takes only a waiting task of a pre-empting class
+        (which ends its wrap-up)."""
+        if agent.presence == P_WRAPUP:
+            if self._npre > 0 and agent.wrap_entries > 0:
+                self._preempt(agent, now, events)
+            return
         while agent.presence == P_READY:
-            t = self._best_task(agent, now)
+            t = self._best_task(agent, now, False)
             if t is None:
                 return
             self._offer(t, agent, now, events)
@@ -1754,6 +1825,7 @@ class Router:
             agent.wrap_until = now + wrap
             agent.wrap_timer = self._arm(K_WRAPUP, agent, agent.wrap_until)
             self._touch(agent, now, "wrapup", events)
+            self._dispatch_agent(agent, now, events)  # a waiting emergency pre-empts at once
         else:
             self._touch(agent, now, "completed", events)
             self._dispatch_agent(agent, now, events)
@@ -1841,11 +1913,20 @@ class Router:
                 priority = c.priority
         if priority is not None:
             task.priority = priority
-        if task.state == T_QUEUED:
-            self._keys(task)
-            task._bucket.tasks.update(task._handle, task._k1, task._k2)
         events.append(TaskReprioritised(now, task_id, task.cls, task.priority))
+        if task.state == T_QUEUED:
+            self._rekey(task, now, events)
         return events
+
+    def _rekey(self, task, now, events):
+        """A waiting task's priority, class or deadline changed: it moves at
+        once, and a task now of a pre-empting class may pre-empt wrap-up."""
+        self._keys(task)
+        b = task._bucket
+        b.tasks.update(task._handle, task._k1, task._k2)
+        self._pre_sync(task)
+        if task._pre_handle >= 0 and len(b.wrap) > 0:
+            self._preempt_for(task, b, now, events)
 
     def _requeue(self, task, agent, now, reason, events):
         self._release(task, agent)

@@ -100,3 +100,57 @@ def test_logout_re_offers_offers_and_tasks_in_hand_best_first(impl):
     ev = r.logout("X", 3.0)
     assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("H", "Y")]
     assert r.waiting("q") == ["L"]
+
+
+def wrapup_centre(impl):
+    r = impl.Router()
+    classes = (PriorityClass("normal", 0), PriorityClass("crash", 10, 10.0, preempt_wrapup=True))
+    r.add_queue(QueueConfig("q", wrapup=60.0, classes=classes))
+    r.add_agent(AgentConfig("a1"))
+    r.login("a1", 0.0)
+    r.accept(offer_of(r.enqueue(impl.Task("t1", "q"), 0.0)).offer_id, 0.0)
+    return r
+
+
+# A crash that waited while the agent was busy never pre-empted its wrap-up,
+# and a newer crash then pre-empted it and was served first.
+def test_waiting_emergency_pre_empts_wrapup_when_it_begins(impl):
+    r = wrapup_centre(impl)
+    r.enqueue(impl.Task("c_old", "q", "crash"), 1.0)
+    ev = r.complete("t1", 2.0)
+    assert [type(e).__name__ for e in ev][:3] == ["TaskCompleted", "AgentStateChanged", "WrapupEnded"]
+    assert of(ev, "AgentStateChanged")[0].new == "wrapup" and of(ev, "WrapupEnded")[0].reason == "preempted"
+    assert offer_of(ev).task_id == "c_old"
+    ev = r.enqueue(impl.Task("c_new", "q", "crash"), 3.0)
+    assert not of(ev, "OfferCreated") and r.waiting("q") == ["c_new"]
+
+
+def test_reprioritised_into_a_pre_empting_class_pre_empts_at_once(impl):
+    r = wrapup_centre(impl)
+    r.complete("t1", 1.0)
+    r.enqueue(impl.Task("t2", "q"), 2.0)  # normal: waits for the wrap-up to end
+    ev = r.reprioritise("t2", 3.0, cls="crash")
+    assert of(ev, "WrapupEnded")[0].reason == "preempted" and offer_of(ev).task_id == "t2"
+    ev = r.enqueue(impl.Task("t3", "q", "crash"), 4.0)
+    assert not of(ev, "OfferCreated")
+
+
+def test_pre_emption_only_for_emergencies_and_not_of_a_decliner(impl):
+    r = impl.Router()
+    classes = (PriorityClass("normal", 0), PriorityClass("crash", 10, 10.0, preempt_wrapup=True))
+    r.add_queue(QueueConfig("q", wrapup=60.0, classes=classes, retry_delay=100.0))
+    for a in ("a1", "a2"):
+        r.add_agent(AgentConfig(a))
+        r.login(a, 0.0)
+    for tid, agent in (("t1", "a1"), ("t2", "a2")):
+        r.accept(offer_of(r.enqueue(impl.Task(tid, "q"), 0.0), tid, agent).offer_id, 0.0)
+    r.enqueue(impl.Task("n", "q"), 1.0)  # both busy: these wait
+    r.enqueue(impl.Task("c", "q", "crash"), 1.5)
+    ev = r.complete("t1", 2.0)  # a1's wrap-up is pre-empted for the crash, not the normal task
+    assert of(ev, "WrapupEnded")[0].reason == "preempted"
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("c", "a1")]
+    ev = r.reject(offer_of(ev).offer_id, 3.0)  # a1 is free now: it gets the normal task
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("n", "a1")]
+    ev = r.complete("t2", 4.0)  # a2 has not declined the crash: its wrap-up is pre-empted
+    assert of(ev, "WrapupEnded")[0].reason == "preempted"
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("c", "a2")]

@@ -117,6 +117,12 @@ class Model:
             return False
         return all(cfg.skills.get(s, 0) >= lvl for s, lvl in t["req"].items())
 
+    def preempts(self, tid):
+        """Whether the task's class may take an agent out of wrap-up."""
+        t = self.tasks[tid]
+        q = self.queues[t["queue"]]
+        return q.class_named(t["cls"]).preempt_wrapup
+
     def spare(self, aid, channel):
         return self.load[aid].get(channel, 0) < self.agents[aid].capacity.get(channel, 0)
 
@@ -161,15 +167,22 @@ class Model:
         assert t["state"] in ("queued", "offered"), (ev, t["state"])
         if self.check_order:
             assert self.eligible(aid, ev.task_id), ev
-        # highest priority, then oldest, of what this agent may take now;
-        # except the emergency that pre-empted its wrap-up, which is the point
-        if aid in self.preempted:
-            self.preempted.discard(aid)
-        elif self.check_order:
+        # highest priority, then oldest, of what this agent may take now; an
+        # agent just taken out of wrap-up gets the best waiting task of a
+        # pre-empting class it may take (a task it was not taken out for
+        # may outrank it, e.g. re-prioritised above the emergency)
+        emergency = aid in self.preempted
+        self.preempted.discard(aid)
+        if emergency:
+            assert self.preempts(ev.task_id), ev
+        if self.check_order:
             rank = (-t["priority"], t["arrival"])
             for other, o in self.tasks.items():
-                if other != ev.task_id and o["state"] == "queued" and self.can_take(aid, other):
-                    assert rank <= (-o["priority"], o["arrival"]), (ev, other, o, t)
+                if other == ev.task_id or o["state"] != "queued" or not self.can_take(aid, other):
+                    continue
+                if emergency and not self.preempts(other):
+                    continue
+                assert rank <= (-o["priority"], o["arrival"]), (ev, other, o, t)
         if t["offers"]:
             assert strategy in RING, f"{ev.task_id} offered to two agents under {strategy}"
             assert aid not in {self.offers[x][1] for x in t["offers"]}
