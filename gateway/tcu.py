@@ -16,9 +16,11 @@ acknowledged; the vehicle re-sends it and the edge is seen again.
 
 Limits per connection (``[terminals]``): an incomplete frame larger than
 ``max_buffer`` closes the connection (the codec never holds more), so does
-the ``max_malformed``-th malformed frame; more than ``max_frames_per_s``
-frames in a second pauses reading until the second is over (TCP pushes back
-on the vehicle; nothing is dropped); a write backlog above
+the ``max_malformed``-th malformed frame; a budget of ``max_frames_per_s``
+frames per one-second window: the frames of a read beyond what is left of it
+are held (in order) and reading is paused until the window is over, when the
+next window's budget takes the held frames first (TCP pushes back on the
+vehicle; nothing is dropped, the rate holds); a write backlog above
 ``send_buffer_high`` pauses reading until the kernel has taken it; the
 kernel's receive buffer is ``rcvbuf`` bytes, so what a vehicle can have queued
 ahead of its own alert is bounded too.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -177,10 +180,12 @@ class TcuProtocol(asyncio.Protocol):
     __slots__ = (
         "_credit",
         "_frames",
+        "_held",
         "_kept",
         "_paused",
+        "_released_at",
         "_timer",
-        "_window",
+        "_window_end",
         "closed",
         "conn",
         "gw",
@@ -208,8 +213,10 @@ class TcuProtocol(asyncio.Protocol):
         self.peer = "?"
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._window = 0.0
-        self._frames = 0
+        self._window_end = 0.0  # loop time the current one-second frame window ends (inf: holding)
+        self._frames = 0  # frames read in it
+        self._held: list = []  # decoded frames over the budget, handled in later windows
+        self._released_at = -math.inf  # loop time held frames were last handled
         self._paused = 0  # bit 1: flooding, bit 2: write backlog
         self._kept = -1e9  # loop time a position of this connection was last stored while shedding
         self._credit = 0.0  # while shedding: the store fraction accumulated per report; a row costs 1
@@ -249,15 +256,16 @@ class TcuProtocol(asyncio.Protocol):
         gw = self.gw
         n = len(events)
         gw.metrics.frames_total += n
-        # flood control: frames per one-second window
-        if loop_now - self._window >= 1.0:
-            self._window = loop_now
+        # flood control: a budget of frames per one-second window
+        if loop_now >= self._window_end:
+            self._window_end = loop_now + 1.0
             self._frames = n
         else:
             self._frames += n
-            if self._frames > gw.max_frames_per_s and not self._paused & 1:
-                self._pause(1)
-                gw.loop.call_at(self._window + 1.0, self._resume, 1)
+        if self._frames > gw.max_frames_per_s:
+            events = self._over_budget(events, loop_now)
+            if not events:
+                return
         vehicle = self.vehicle
         if (
             vehicle is not None
@@ -267,6 +275,22 @@ class TcuProtocol(asyncio.Protocol):
             # the common case: a read of nothing but location reports
             self._locations(events, loop_now)
             return
+        self._mixed(events, loop_now)
+
+    def _handle(self, events: list, loop_now: float) -> None:
+        """Handle decoded frames (held ones, outside data_received): as data_received does."""
+        vehicle = self.vehicle
+        if (
+            vehicle is not None
+            and type(events[0]) is _LOCATION_REPORTED
+            and type(events[-1]) is _LOCATION_REPORTED
+        ):
+            self._locations(events, loop_now)
+        else:
+            self._mixed(events, loop_now)
+
+    def _mixed(self, events: list, loop_now: float) -> None:
+        gw = self.gw
         acks: list[bytes] = []
         rows: list[tuple] = []
         for e in events:
@@ -282,6 +306,45 @@ class TcuProtocol(asyncio.Protocol):
             gw.store_locations(rows)
         if acks:
             self._write(b"".join(acks))
+
+    def _over_budget(self, events: list, loop_now: float) -> list:
+        """This read passed the window's budget: hold what exceeds it and pause reading.
+
+        Returns the events to handle now; the rest wait, in order, for the next
+        windows' budgets (:meth:`_release`), and reading resumes once they are handled.
+        """
+        if self._held:  # a read that raced the pause: after what is already held
+            self._held += events
+            return []
+        limit = self.gw.max_frames_per_s
+        room = max(0, limit - (self._frames - len(events)))
+        self._held = events[room:]
+        self.gw.loop.call_at(self._window_end, self._release)
+        self._window_end = math.inf  # no new window until the held frames had theirs
+        self._frames = limit
+        self._pause(1)
+        return events[:room]
+
+    def _release(self) -> None:
+        """A new window: handle held frames up to its budget; read again once none are left."""
+        if self.closed:
+            self._held = []
+            return
+        limit = self.gw.max_frames_per_s
+        now = self.gw.loop.time()
+        batch = self._held[:limit]
+        del self._held[:limit]
+        if self._held:
+            self.gw.loop.call_at(now + 1.0, self._release)
+            self._frames = limit
+        else:
+            self._window_end = now + 1.0
+            self._frames = len(batch)
+        self._released_at = now
+        if batch:
+            self._handle(batch, now)
+        if not self._held:
+            self._resume(1)
 
     def eof_received(self) -> bool:
         for e in self.conn.receive_data(b"", self.gw.loop.time()):
@@ -364,6 +427,10 @@ class TcuProtocol(asyncio.Protocol):
         due = self.conn.get_timer()
         if due is not None and due > now:
             self._arm(due)
+            return
+        if self._held or now < self._released_at + (self.conn.idle_timeout or 0.0):
+            # frames held by the flood budget are activity too: idle counts from the last handled
+            self._arm(now + 1.0 if self._held else self._released_at + self.conn.idle_timeout)
             return
         for e in self.conn.handle_timer(now):
             t = type(e)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -91,24 +90,60 @@ async def test_idle_terminals_are_closed(tmp_path):
 
 
 async def test_a_flooding_terminal_is_paused_not_dropped(tmp_path):
-    async with running_gateway(tmp_path, terminals={"max_frames_per_s": 20}) as (gw, ep):
+    limit = 20
+    async with running_gateway(tmp_path, terminals={"max_frames_per_s": limit}) as (gw, ep):
         t = await TerminalClient("013811110006").connect(*ep.tcu)
         assert await t.login() == 0
-        t0 = time.monotonic()
+        loop = asyncio.get_running_loop()
+        answered: dict[int, float] = {}  # serial -> when its 0x8001 arrived
+
+        async def read_acks() -> None:
+            while True:
+                e = await t.next_event(ev.Acknowledged, timeout=30)
+                answered[e.message.body.reply_serial] = loop.time()
+
+        reader = asyncio.create_task(read_acks())
+        # 60 reports in half a second (120 frames/s) against a budget of 20 per second: once the
+        # budget is spent, reads pause, and the frames TCP piled up meanwhile arrive in one big read
+        t0 = loop.time()
         serials = []
-        for _ in range(
-            6
-        ):  # 60 frames in six bursts: the limit pauses reading once 20 arrived within a second
-            serials += [await t.report(wait=False) for _ in range(10)]
-            await asyncio.sleep(0.03)
-        acked = set()
-        while len(acked) < len(serials):
-            e = await t.next_event(ev.Acknowledged, timeout=5)
-            acked.add(e.message.body.reply_serial)
-        # every frame answered, but spread over more than a second
-        assert acked >= set(serials)
-        assert time.monotonic() - t0 > 0.8
+        for _ in range(10):
+            serials += [await t.report(wait=False) for _ in range(6)]
+            await asyncio.sleep(0.05)
+        # the rate holds, whatever the reads looked like: at most one budget per started second
+        for seconds in (1.0, 1.5, 2.0, 2.5):
+            await asyncio.sleep(max(0.0, t0 + seconds - loop.time()))
+            in_time = sum(1 for when in answered.values() if when - t0 <= seconds)
+            assert in_time <= limit * (seconds + 1), (seconds, in_time)
         assert gw.metrics.reads_paused >= 1
+        # nothing was dropped: every frame is answered, in the order sent
+        while len(answered) < len(serials):
+            assert not reader.done(), reader
+            await asyncio.sleep(0.1)
+        reader.cancel()
+        assert sorted(answered, key=answered.__getitem__) == serials
+        assert gw.metrics.frames_total >= len(serials)
+        await t.close()
+
+
+async def test_frames_held_by_the_budget_keep_the_terminal_from_idling_out(tmp_path):
+    """One read holding 3 s of frames, with a 1 s heartbeat timeout: all answered, nothing closed."""
+    terminals = {"max_frames_per_s": 20, "heartbeat_timeout_s": 1.0}
+    async with running_gateway(tmp_path, terminals=terminals) as (gw, ep):
+        t = await TerminalClient("013811110016").connect(*ep.tcu)
+        assert await t.login() == 0
+        beats = [t.conn.heartbeat() for _ in range(60)]
+        await t.send(b"".join(data for _, data in beats))
+        answered = set()
+        while len(answered) < len(beats):
+            e = await t.next_event(ev.Acknowledged, timeout=5)
+            assert e is not None, f"closed after {len(answered)} answers"
+            answered.add(e.message.body.reply_serial)
+        assert answered == {serial for serial, _ in beats}
+        serial, data = t.conn.heartbeat()
+        await t.send(data)
+        assert (await t.ack_of(serial)).result == 0  # still open
+        assert gw.metrics.connections_closed_idle == 0
         await t.close()
 
 
