@@ -299,7 +299,7 @@ cdef class Router:
     cdef _Queue _prepare(self, Task task, double now)
     @cython.locals(existing=Task, q=_Queue, cell=_Cell)
     cpdef list enqueue(self, Task task, double now)
-    @cython.locals(q=_Queue, c=_Class, priority=cython.double, cell=_Cell)
+    @cython.locals(c=_Class, e=_Class, cell=_Cell)
     cdef _merge(self, Task existing, Task task, double now, list events)
     @cython.locals(agent=_Agent, b=_Bucket)
     cdef _find_sticky(self, Task task, _Queue q, double now)

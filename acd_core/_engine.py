@@ -1288,21 +1288,21 @@ class Router:
         """Give a new task to the engine; it is offered at once if an agent can take it.
 
         Returns ``[TaskQueued, OfferCreated..., AgentStateChanged...]``, or
-        ``[TaskMerged]`` when an active task has the same ``incident_key``
-        (then ``task`` is dropped and the existing task carries on).
-        Raises KeyError (unknown queue/class) or ValueError (duplicate id,
-        tenant mismatch).
+        ``[TaskMerged, ...]`` when an active task of the same tenant has the
+        same ``incident_key`` (then ``task`` is dropped and the existing task
+        carries on). Raises KeyError (unknown queue/class) or ValueError
+        (duplicate id, tenant mismatch), for an alert that would merge too.
         """
         events = []
+        q = self._prepare(task, now)
         if task.incident_key is not None:
-            existing = self._incidents.get(task.incident_key)
+            key = (task.tenant, task.incident_key)
+            existing = self._incidents.get(key)
             if existing is not None:
                 self._merge(existing, task, now, events)
                 return events
-        q = self._prepare(task, now)
+            self._incidents[key] = task
         self._tasks[task.id] = task
-        if task.incident_key is not None:
-            self._incidents[task.incident_key] = task
         # statistics stay with the class the task arrived in, whatever
         # reprioritising or merging does to it later
         cell = q.cells[task._c.index]
@@ -1327,7 +1327,7 @@ class Router:
         events = []
         self._tasks[task.id] = task
         if task.incident_key is not None:
-            self._incidents[task.incident_key] = task
+            self._incidents[(task.tenant, task.incident_key)] = task
         task._answered = True
         task._cell = q.cells[task._c.index]
         task._loc = q
@@ -1349,33 +1349,36 @@ class Router:
         agent.total_load += 1
 
     def _merge(self, existing, task, now, events):
-        q = self._queues.get(task.queue)
-        priority = task.priority
-        if priority != priority and q is not None:
-            c = q.default if task.cls is None else q.classes.get(task.cls, q.default)
-            priority = c.priority
-            if existing._q is q and c.priority > existing._c.priority:
-                existing._c = c
-                existing.cls = c.name
-        if priority == priority and priority > existing.priority:
-            existing.priority = priority
-        if task.deadline == task.deadline and task.deadline < existing.deadline:
+        """Alert ``task`` (resolved by ``_prepare``) joins ``existing``: the
+        higher class (if the existing task's queue has a class of that name;
+        by priority, then the shorter target) and priority, the earlier
+        deadline, the attributes; a waiting task moves at once."""
+        c = task._c
+        if task._q is not existing._q:
+            c = existing._q.classes.get(c.name)
+        e = existing._c
+        # the higher class: by priority, then the shorter target (the more urgent)
+        if c is not None and (c.priority > e.priority or (c.priority == e.priority and c.target < e.target)):
+            existing._c = c
+            existing.cls = c.name
+        if task.priority > existing.priority:
+            existing.priority = task.priority
+        if task.deadline < existing.deadline:
             existing.deadline = task.deadline
         if task.attributes:
             if existing.attributes is None:
                 existing.attributes = dict(task.attributes)
             else:
                 existing.attributes.update(task.attributes)
-        if existing.state == T_QUEUED:
-            self._keys(existing)
-            existing._bucket.tasks.update(existing._handle, existing._k1, existing._k2)
         cell = existing._cell
         cell.add(now, C_MERGED, 1.0)
         events.append(TaskMerged(now, task.id, existing.id, task.incident_key, existing.priority))
+        if existing.state == T_QUEUED:
+            self._rekey(existing, now, events)
 
     def _find_sticky(self, task, q, now):
-        for key in (("i", task.incident_key), ("v", task.vehicle)):
-            if key[1] is None:
+        for key in (("i", task.tenant, task.incident_key), ("v", task.tenant, task.vehicle)):
+            if key[2] is None:
                 continue
             rec = self._sticky.get(key)
             if rec is None or now - rec[1] > q.sticky_window:
@@ -1393,8 +1396,8 @@ class Router:
 
     def _remember(self, task, agent, now):
         sticky = self._sticky
-        for key in (("i", task.incident_key), ("v", task.vehicle)):
-            if key[1] is not None:
+        for key in (("i", task.tenant, task.incident_key), ("v", task.tenant, task.vehicle)):
+            if key[2] is not None:
                 sticky.pop(key, None)
                 sticky[key] = (agent.id, now)
         if len(sticky) > 4096 and len(sticky) % 1024 == 0:
@@ -1840,8 +1843,10 @@ class Router:
     def _end(self, task):
         task.state = T_ENDED
         del self._tasks[task.id]
-        if task.incident_key is not None and self._incidents.get(task.incident_key) is task:
-            del self._incidents[task.incident_key]
+        if task.incident_key is not None:
+            key = (task.tenant, task.incident_key)
+            if self._incidents.get(key) is task:
+                del self._incidents[key]
         for timer in (task._step_timer, task._sticky_timer, task._ring_timer):
             self._disarm(timer)
         task._step_timer = None

@@ -7,6 +7,8 @@ says what used to happen.
 
 from __future__ import annotations
 
+import pytest
+
 from acd_core.config import AgentConfig, EscalationStep, PriorityClass, QueueConfig
 
 
@@ -154,3 +156,76 @@ def test_pre_emption_only_for_emergencies_and_not_of_a_decliner(impl):
     ev = r.complete("t2", 4.0)  # a2 has not declined the crash: its wrap-up is pre-empted
     assert of(ev, "WrapupEnded")[0].reason == "preempted"
     assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("c", "a2")]
+
+
+# Merging a crash alert into a waiting SOS left it SOS with the SOS deadline.
+def test_merge_takes_the_higher_class_and_earlier_deadline_at_once(impl):
+    r = impl.Router()
+    classes = (PriorityClass("sos", 10, 60.0), PriorityClass("crash", 10, 10.0))
+    r.add_queue(QueueConfig("q", edf=True, classes=classes))
+    r.add_agent(AgentConfig("a1"))
+    r.login("a1", 0.0)
+    r.accept(offer_of(r.enqueue(impl.Task("busy", "q"), 0.0)).offer_id, 0.0)
+    r.enqueue(impl.Task("sos1", "q", "sos", incident_key="I"), 1.0)  # deadline 61
+    r.enqueue(impl.Task("crash2", "q", "crash"), 5.0)  # deadline 15
+    assert r.waiting("q") == ["crash2", "sos1"]
+    ev = r.enqueue(impl.Task("m", "q", "crash", incident_key="I"), 4.0)  # deadline 14
+    assert [type(e).__name__ for e in ev] == ["TaskMerged"] and ev[0].into == "sos1"
+    info = r.task_info("sos1")
+    assert (info["cls"], info["priority"], info["deadline"]) == ("crash", 10.0, 14.0)
+    assert r.waiting("q") == ["sos1", "crash2"]  # re-keyed at once
+    assert offer_of(r.complete("busy", 6.0)).task_id == "sos1"
+
+
+def test_merge_never_lowers_class_priority_or_deadline(impl):
+    r = impl.Router()
+    classes = (PriorityClass("crash", 10, 10.0), PriorityClass("normal", 0, 60.0))
+    r.add_queue(QueueConfig("q", classes=classes))
+    r.enqueue(impl.Task("c", "q", "crash", incident_key="I"), 0.0)
+    r.enqueue(impl.Task("n", "q", "normal", incident_key="I", attributes={"x": 1}), 1.0)
+    info = r.task_info("c")
+    assert (info["cls"], info["priority"], info["deadline"], info["attributes"]) == (
+        "crash",
+        10.0,
+        10.0,
+        {"x": 1},
+    )
+
+
+def test_merging_into_a_pre_empting_class_pre_empts_wrapup(impl):
+    r = wrapup_centre(impl)
+    r.complete("t1", 1.0)
+    r.enqueue(impl.Task("n", "q", incident_key="I"), 2.0)
+    ev = r.enqueue(impl.Task("c", "q", "crash", incident_key="I"), 3.0)
+    assert of(ev, "TaskMerged")[0].into == "n" and of(ev, "WrapupEnded")[0].reason == "preempted"
+    assert offer_of(ev).task_id == "n"
+
+
+# An alert of tenant B merged into tenant A's task with the same incident key
+# (and took B's data there); an alert naming an unknown queue merged silently.
+def test_incident_keys_are_scoped_by_tenant(impl):
+    r = impl.Router()
+    r.add_queue(QueueConfig("qa", tenant="A"))
+    r.add_queue(QueueConfig("qb", tenant="B"))
+    r.enqueue(impl.Task("ta", "qa", incident_key="K", attributes={"a": 1}), 0.0)
+    ev = r.enqueue(impl.Task("tb", "qb", incident_key="K", attributes={"secret": "B"}), 1.0)
+    assert [type(e).__name__ for e in ev] == ["TaskQueued"]
+    assert r.task_info("ta")["attributes"] == {"a": 1} and r.has_task("tb")
+    ev = r.enqueue(impl.Task("tb2", "qb", incident_key="K"), 2.0)  # same tenant: merges
+    assert [type(e).__name__ for e in ev] == ["TaskMerged"] and ev[0].into == "tb"
+    r.cancel("tb", 3.0)
+    ev = r.enqueue(impl.Task("tb3", "qb", incident_key="K"), 4.0)  # B's incident ended; A's still open
+    assert [type(e).__name__ for e in ev] == ["TaskQueued"]
+
+
+def test_an_alert_that_would_merge_is_still_validated(impl):
+    r = impl.Router()
+    r.add_queue(QueueConfig("qa", tenant="A"))
+    r.enqueue(impl.Task("ta", "qa", incident_key="K"), 0.0)
+    with pytest.raises(KeyError):
+        r.enqueue(impl.Task("x", "nope", incident_key="K"), 1.0)
+    with pytest.raises(KeyError):
+        r.enqueue(impl.Task("x", "qa", "nope", incident_key="K"), 1.0)
+    with pytest.raises(ValueError):
+        r.enqueue(impl.Task("x", "qa", tenant="B", incident_key="K"), 1.0)
+    assert r.task_ids() == ["ta"] and r.task_info("ta")["attributes"] is None

@@ -22,6 +22,8 @@ issue 3 item 6 against it:
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -83,6 +85,10 @@ def make_feature_queues(strategy):
 
 
 FEATURE_AGENTS = [*AGENTS, AgentConfig("a5", tenants=("outsourcer",), queues=("pool",))]
+
+
+def target(c):
+    return math.inf if c.target is None else c.target
 
 
 class Model:
@@ -153,6 +159,7 @@ class Model:
             "priority": ev.priority,
             "arrival": ev.arrival,
             "channel": self.pending_channel[ev.task_id],
+            "deadline": ev.arrival + target(q.class_named(ev.cls)),
             "req": req,
             "offers": set(),
             "agent": None,
@@ -250,8 +257,18 @@ class Model:
         t["cls"] = ev.cls
 
     def on_TaskMerged(self, ev, strategy):
-        assert ev.into in self.tasks
-        self.tasks[ev.into]["priority"] = ev.priority
+        # the task takes the alert's class if higher (by priority, then the
+        # shorter target; by name in its own queue), priority, earlier deadline
+        t = self.tasks[ev.into]
+        assert ev.priority >= t["priority"]
+        t["priority"] = ev.priority
+        queue, cls, arrival = self.pending_task[ev.task_id]
+        c = self.queues[queue].class_named(cls)
+        own = {k.name: k for k in self.queues[t["queue"]].classes}.get(c.name)
+        e = self.queues[t["queue"]].class_named(t["cls"])
+        if own is not None and (own.priority, -target(own)) > (e.priority, -target(e)):
+            t["cls"] = own.name
+        t["deadline"] = min(t["deadline"], arrival + target(c))
 
     def on_AgentStateChanged(self, ev, strategy):
         assert self.state[ev.agent_id] == ev.old, (ev, self.state[ev.agent_id])
@@ -288,6 +305,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.model.check_order = not self.FEATURES
         self.model.pending_skills = {}
         self.model.pending_channel = {}
+        self.model.pending_task = {}
         self.model.ended_channel = {}
         self.now = 0.0
         self.next_id = 0
@@ -340,6 +358,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.model.pending_skills[tid] = skills
         self.model.pending_channel[tid] = channel
         arrival = self.now - back  # a restored task keeps an older arrival
+        self.model.pending_task[tid] = (queue, cls, arrival)
 
         def args(mod):
             return (
@@ -440,6 +459,11 @@ class EngineMachine(RuleBasedStateMachine):
             for tid, t in self.model.tasks.items():
                 info = r.task_info(tid)
                 assert info["state"] == t["state"], (tid, info, t)
+                assert (info["cls"], info["priority"], info["deadline"]) == (
+                    t["cls"],
+                    t["priority"],
+                    t["deadline"],
+                ), (tid, info, t)
                 assert info["agent"] == t["agent"]
                 assert {o["offer_id"] for o in info["offers"]} == t["offers"]
             for aid, state in self.model.state.items():
