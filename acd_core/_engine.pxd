@@ -329,7 +329,13 @@ cdef class Router:
     cdef _dispatch_agent(self, _Agent agent, double now, list events)
     @cython.locals(q=_Queue, oid=cython.longlong, offer=_Offer, old=cython.int)
     cdef _offer(self, Task task, _Agent agent, double now, list events)
-    @cython.locals(b=_Bucket, m=_Member, found=_Member)
+    @cython.locals(b=_Bucket, m=_Member)
+    cdef _widen(self, Task task, double now, list events)
+    @cython.locals(o=_Offer)
+    cdef bint _may_join(self, Task task, _Agent agent) except -1
+    @cython.locals(m=_Member, found=_Member)
+    cdef _Member _next_candidate(self, _Bucket b, Task task)
+    @cython.locals(b=_Bucket, found=_Member)
     cdef _ring_next(self, Task task, double now, list events)
 
     @cython.locals(task=Task, agent=_Agent, old=cython.int)

@@ -803,6 +803,7 @@ class Router:
         self._check_steps(config)
         events = []
         moved = [t for t in self._tasks.values() if t.state == T_QUEUED and (t._q is q or t._loc is q)]
+        offered = [t for t in self._tasks.values() if t.state == T_OFFERED and (t._q is q or t._loc is q)]
         for t in moved:
             self._unfile(t)
         for b in list(q.buckets.values()):
@@ -831,6 +832,11 @@ class Router:
         for agent in self._agents.values():
             if self._serves(agent, q):
                 self._join(agent, q, now)
+        for t in offered:
+            # its offers stand; the next ring (ring-progressively) or a join
+            # (ring-all) goes by the new rules
+            t._bucket = self._target(t)
+            self._keys(t)
         for t in moved:
             self._file(t, now)
         for t in moved:
@@ -1433,6 +1439,8 @@ class Router:
         if queued:
             self._file(task, now)
             self._dispatch_task(task, now, events)
+        else:
+            self._widen(task, now, events)
 
     def _sticky_timeout(self, task, now, events):
         task._sticky_timer = None
@@ -1445,6 +1453,33 @@ class Router:
         elif task.state == T_OFFERED:
             task._bucket = self._target(task)
             events.append(TaskEscalated(now, task.id, task._step, task._loc.name, "sticky_expired"))
+            self._widen(task, now, events)
+
+    def _widen(self, task, now, events):
+        """The target of a task on offer changed (an escalation step, the end
+        of a sticky wait). Its pending offers stand (the agent may be about to
+        accept), and the new target is eligible at once: its best available
+        agent gets an offer too (under ring-all, each of them); the first
+        accept wins."""
+        b = task._bucket
+        if b.q.strategy == S_RING_ALL:
+            for m in b.avail.ordered():
+                if self._valid(m) and self._may_join(task, m.agent):
+                    self._offer(task, m.agent, now, events)
+        else:
+            m = self._next_candidate(b, task)
+            if m is not None:
+                self._offer(task, m.agent, now, events)
+
+    def _may_join(self, task, agent):
+        """Whether a task on offer may also be offered to ``agent``: not
+        declined by it at this step, not already on offer to it."""
+        if task._declined is not None and agent in task._declined:
+            return False
+        for o in task._offers:  # noqa: SIM110 (typed loop, no generator when compiled)
+            if o.agent is agent:
+                return False
+        return True
 
     # -- matching -----------------------------------------------------------
 
@@ -1645,13 +1680,9 @@ class Router:
         if q.strategy == S_RING_PROGRESSIVE and task._ring_timer is None:
             task._ring_timer = self._arm(K_RING, task, now + q.ring_step)
 
-    def _ring_next(self, task, now, events):
-        task._ring_timer = None
-        if task.state != T_OFFERED:
-            return
-        b = task._bucket
-        offered = {o.agent for o in task._offers}
-        declined = task._declined
+    def _next_candidate(self, b, task):
+        """The best available member of ``b`` that may also be offered
+        ``task`` (already on offer to others), or None."""
         popped = []
         found = None
         while True:
@@ -1661,13 +1692,21 @@ class Router:
             b.avail.pop()
             m.avail = -1
             popped.append(m)
-            if m.agent not in offered and (declined is None or m.agent not in declined):
+            if self._may_join(task, m.agent):
                 found = m
                 break
         for m in popped:
             m.avail = b.avail.push(m.k1, m.k2, m)
             m.s1 = m.k1
             m.s2 = m.k2
+        return found
+
+    def _ring_next(self, task, now, events):
+        task._ring_timer = None
+        if task.state != T_OFFERED:
+            return
+        b = task._bucket  # current: update_queue re-targets tasks on offer
+        found = self._next_candidate(b, task)
         if found is not None:
             self._offer(task, found.agent, now, events)
         task._ring_timer = self._arm(K_RING, task, now + b.q.ring_step)

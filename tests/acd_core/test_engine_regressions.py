@@ -229,3 +229,84 @@ def test_an_alert_that_would_merge_is_still_validated(impl):
     with pytest.raises(ValueError):
         r.enqueue(impl.Task("x", "qa", tenant="B", incident_key="K"), 1.0)
     assert r.task_ids() == ["ta"] and r.task_info("ta")["attributes"] is None
+
+
+def supervisor_centre(impl, **queue):
+    steps = (EscalationStep(10.0), EscalationStep(None, agents=("sup",), skills={}))
+    r = impl.Router()
+    r.add_queue(QueueConfig("q", offer_timeout=20.0, steps=steps, **queue))
+    r.add_agent(AgentConfig("a1"))
+    r.add_agent(AgentConfig("sup", queues=()))
+    r.login("a1", 0.0)
+    r.login("sup", 0.0)
+    first = offer_of(r.enqueue(impl.Task("t", "q"), 0.0), "t", "a1")
+    return r, first
+
+
+# Escalating a task on offer moved its target but nobody new was offered it
+# until the first offer timed out (TaskEscalated at 10 s, supervisor at 20 s).
+def test_escalation_of_a_task_on_offer_widens_at_once_and_keeps_the_offer(impl):
+    r, first = supervisor_centre(impl)
+    assert r.next_deadline() == 10.0
+    ev = r.handle_timer(10.0)
+    assert [type(e).__name__ for e in ev][:2] == ["TaskEscalated", "OfferCreated"]
+    assert offer_of(ev).agent_id == "sup" and not of(ev, "OfferWithdrawn")
+    assert sorted(o["agent"] for o in r.task_info("t")["offers"]) == ["a1", "sup"]
+    ev = r.accept(first.offer_id, 12.0)  # the first agent answered after all: it wins
+    assert of(ev, "TaskAssigned")[0].agent_id == "a1"
+    assert [(w.agent_id, w.reason) for w in of(ev, "OfferWithdrawn")] == [("sup", "accepted_elsewhere")]
+
+
+def test_escalated_offer_times_out_while_the_new_one_rings(impl):
+    r, _ = supervisor_centre(impl)
+    r.handle_timer(10.0)
+    ev = r.handle_timer(20.0)
+    assert [(w.agent_id, w.reason) for w in of(ev, "OfferWithdrawn")] == [("a1", "timeout")]
+    assert r.task_info("t")["state"] == "offered" and r.next_deadline() == 30.0
+
+
+def test_sticky_wait_ending_on_offer_widens_at_once(impl):
+    r = impl.Router()
+    r.add_queue(QueueConfig("q", sticky_wait=10.0, offer_timeout=20.0))
+    for a in ("a1", "a2"):
+        r.add_agent(AgentConfig(a))
+        r.login(a, 0.0)
+    r.accept(offer_of(r.enqueue(impl.Task("t1", "q", vehicle="V"), 0.0), agent_id="a1").offer_id, 0.0)
+    r.complete("t1", 1.0)
+    r.set_state("a1", "break", 1.0)
+    r.set_state("a1", "available", 2.0)  # idle less long than a2, but t2 is sticky to a1
+    offer_of(r.enqueue(impl.Task("t2", "q", vehicle="V"), 3.0), "t2", "a1")
+    ev = r.handle_timer(13.0)
+    assert ev[0].reason == "sticky_expired" and offer_of(ev).agent_id == "a2"
+    assert len(r.task_info("t2")["offers"]) == 2
+
+
+def test_ring_all_escalation_offers_every_new_agent(impl):
+    steps = (EscalationStep(10.0), EscalationStep(None, agents=("s1", "s2"), skills={}))
+    r = impl.Router()
+    r.add_queue(QueueConfig("q", strategy="ring-all", offer_timeout=20.0, steps=steps))
+    for a in ("a1", "s1", "s2"):
+        r.add_agent(AgentConfig(a, queues=("q",) if a == "a1" else ()))
+        r.login(a, 0.0)
+    r.enqueue(impl.Task("t", "q"), 0.0)
+    ev = r.handle_timer(10.0)
+    assert sorted(o.agent_id for o in of(ev, "OfferCreated")) == ["s1", "s2"]
+
+
+# A configuration reload while a ring-progressively offer was open kept the old
+# target: the next ring reached an agent without the newly required skill.
+def test_ring_progressively_after_update_queue_rings_only_eligible_agents(impl):
+    r = impl.Router()
+    base = {"strategy": "ring-progressively", "ring_step": 2.0, "offer_timeout": 100.0}
+    r.add_queue(QueueConfig("q", **base))
+    r.add_agent(AgentConfig("a1", skills={"x": 1}))
+    r.add_agent(AgentConfig("a2"))
+    r.add_agent(AgentConfig("a3", skills={"x": 1}))
+    for i, a in enumerate(("a1", "a2", "a3")):
+        r.login(a, 0.1 * i)
+    assert offer_of(r.enqueue(impl.Task("t", "q"), 1.0)).agent_id == "a1"
+    r.update_queue(QueueConfig("q", skills={"x": 1}, **base), 1.5)
+    ev = r.handle_timer(3.0)
+    assert [o.agent_id for o in of(ev, "OfferCreated")] == ["a3"]  # a2 lacks x now
+    ev = r.handle_timer(5.0)
+    assert not of(ev, "OfferCreated")

@@ -163,6 +163,7 @@ class Model:
             "req": req,
             "offers": set(),
             "agent": None,
+            "widened": False,  # its target widened while on offer: a second offer is allowed
         }
         self.ever.add(ev.task_id)
 
@@ -191,7 +192,7 @@ class Model:
                     continue
                 assert rank <= (-o["priority"], o["arrival"]), (ev, other, o, t)
         if t["offers"]:
-            assert strategy in RING, f"{ev.task_id} offered to two agents under {strategy}"
+            assert strategy in RING or t["widened"], f"{ev.task_id} offered to two agents under {strategy}"
             assert aid not in {self.offers[x][1] for x in t["offers"]}
         t["offers"].add(ev.offer_id)
         t["state"] = "offered"
@@ -212,6 +213,7 @@ class Model:
             t["offers"].discard(ev.offer_id)
             if t["state"] == "offered" and not t["offers"]:
                 t["state"] = "queued"
+                t["widened"] = False
 
     def on_TaskAssigned(self, ev, strategy):
         t = self.tasks[ev.task_id]
@@ -220,6 +222,7 @@ class Model:
         t["offers"].discard(ev.offer_id)
         t["state"] = "assigned"
         t["agent"] = ev.agent_id
+        t["widened"] = False
         assert self.offers_of(ev.task_id) == t["offers"]
 
     def offers_of(self, tid):
@@ -275,7 +278,10 @@ class Model:
         self.state[ev.agent_id] = ev.new
 
     def on_TaskEscalated(self, ev, strategy):
-        assert self.tasks[ev.task_id]["state"] in ("queued", "offered")
+        t = self.tasks[ev.task_id]
+        assert t["state"] in ("queued", "offered")
+        if t["state"] == "offered":
+            t["widened"] = True
 
     def on_TaskRestored(self, ev, strategy):
         raise AssertionError("not used here")
