@@ -124,6 +124,7 @@ cdef class Task:
     cdef public _Bucket _bucket      # its current target bucket
     cdef public Py_ssize_t _handle   # in _bucket.tasks, or -1
     cdef public Py_ssize_t _pre_handle  # in _bucket.pre (a pre-empting class), or -1
+    cdef public Py_ssize_t _ring_handle  # in _bucket.ringing (ring-all, on offer), or -1
     cdef public Py_ssize_t _wait_handle  # in its statistics cell's waiting set, or -1
     cdef public int _step
     cdef public _Timer _step_timer, _sticky_timer, _ring_timer
@@ -207,7 +208,7 @@ cdef class _Bucket:
     cdef public int ch
     cdef public tuple req
     cdef public object agents
-    cdef public IndexedHeap tasks, pre, avail, wrap
+    cdef public IndexedHeap tasks, pre, ringing, avail, wrap
     cdef public list members
 
 
@@ -242,7 +243,7 @@ cdef class Router:
     cdef dict _queues, _agents, _tasks, _offers, _incidents, _sticky, _listed, _skills, _channels
     cdef list _channel_names
     cdef IndexedHeap _timers
-    cdef long long _next_offer, _seq, _agent_seq, _npre
+    cdef long long _next_offer, _seq, _agent_seq, _npre, _nringing
     cdef object _rng
     cdef double _window, _slot_len, _start, _sticky_max
     cdef int _slots
@@ -327,6 +328,14 @@ cdef class Router:
     cdef Task _best_task(self, _Agent agent, double now, bint pre)
     @cython.locals(t=Task)
     cdef _dispatch_agent(self, _Agent agent, double now, list events)
+    @cython.locals(best=Task, t=Task, m=_Member, b=_Bucket, r1=cython.double, r2=cython.double,
+                   best_r1=cython.double, best_r2=cython.double, best_seq=cython.longlong,
+                   heap=IndexedHeap)
+    cdef Task _best_ringing(self, _Agent agent, double now)
+    @cython.locals(t=Task, heap=IndexedHeap)
+    cdef Task _first_joinable(self, _Bucket b, _Agent agent)
+    cdef _ring_add(self, Task task)
+    cdef _unring(self, Task task)
     @cython.locals(q=_Queue, oid=cython.longlong, offer=_Offer, old=cython.int)
     cdef _offer(self, Task task, _Agent agent, double now, list events)
     @cython.locals(b=_Bucket, m=_Member)

@@ -315,7 +315,8 @@ class AgentStateChanged(Event):
 
 
 class WrapupEnded(Event):
-    """``reason``: timeout, agent (it said it was ready), preempted (an emergency took it)."""
+    """``reason``: timeout, agent (it said it was ready, or accepted an offer made
+    before its wrap-up began), preempted (an emergency took it)."""
 
     _fields = ("at", "agent_id", "reason")
 
@@ -447,6 +448,7 @@ class Task:
         self._bucket = None
         self._handle = -1
         self._pre_handle = -1
+        self._ring_handle = -1
         self._wait_handle = -1
         self._step = 0
         self._step_timer = None
@@ -635,6 +637,7 @@ class _Bucket:
         self.agents = agents  # frozenset of agent ids, or None
         self.tasks = IndexedHeap()
         self.pre = IndexedHeap()  # the waiting tasks of pre-empting classes, same keys
+        self.ringing = IndexedHeap()  # ring-all: its tasks on offer (a freed agent may join)
         self.avail = IndexedHeap()
         self.wrap = IndexedHeap()
         self.members = []
@@ -735,6 +738,7 @@ class Router:
         self._sticky_max = 0.0
         self._sticky_on = False
         self._npre = 0  # waiting tasks of pre-empting classes (in some bucket's ``pre``)
+        self._nringing = 0  # ring-all tasks on offer (in some bucket's ``ringing``)
 
     # -- registries ---------------------------------------------------------
 
@@ -806,6 +810,8 @@ class Router:
         offered = [t for t in self._tasks.values() if t.state == T_OFFERED and (t._q is q or t._loc is q)]
         for t in moved:
             self._unfile(t)
+        for t in offered:
+            self._unring(t)
         for b in list(q.buckets.values()):
             self._drop_bucket(b)
         old_members = list(q.members)
@@ -837,6 +843,8 @@ class Router:
             # (ring-all) goes by the new rules
             t._bucket = self._target(t)
             self._keys(t)
+            if t._bucket.q.strategy == S_RING_ALL:
+                self._ring_add(t)
         for t in moved:
             self._file(t, now)
         for t in moved:
@@ -1056,7 +1064,9 @@ class Router:
         t._k2 = t.deadline if loc.edf else t.arrival
 
     def _file(self, t, now):
-        """Put a task (not on offer, not assigned) into its target bucket."""
+        """Put a task (no longer on offer, not assigned) into its target bucket."""
+        if t._ring_handle >= 0:
+            self._unring(t)
         b = self._target(t)
         t._bucket = b
         self._keys(t)
@@ -1379,8 +1389,7 @@ class Router:
         cell = existing._cell
         cell.add(now, C_MERGED, 1.0)
         events.append(TaskMerged(now, task.id, existing.id, task.incident_key, existing.priority))
-        if existing.state == T_QUEUED:
-            self._rekey(existing, now, events)
+        self._rekey(existing, now, events)
 
     def _find_sticky(self, task, q, now):
         for key in (("i", task.tenant, task.incident_key), ("v", task.tenant, task.vehicle)):
@@ -1433,6 +1442,7 @@ class Router:
             self._unfile(task)
         self._start_step(task, task._step + 1, now)
         task._declined = None
+        self._unring(task)
         b = self._target(task)
         task._bucket = b
         events.append(TaskEscalated(now, task.id, task._step, task._loc.name, "timeout"))
@@ -1451,6 +1461,7 @@ class Router:
             events.append(TaskEscalated(now, task.id, task._step, task._loc.name, "sticky_expired"))
             self._dispatch_task(task, now, events)
         elif task.state == T_OFFERED:
+            self._unring(task)
             task._bucket = self._target(task)
             events.append(TaskEscalated(now, task.id, task._step, task._loc.name, "sticky_expired"))
             self._widen(task, now, events)
@@ -1462,14 +1473,28 @@ class Router:
         agent gets an offer too (under ring-all, each of them); the first
         accept wins."""
         b = task._bucket
+        self._keys(task)
         if b.q.strategy == S_RING_ALL:
             for m in b.avail.ordered():
                 if self._valid(m) and self._may_join(task, m.agent):
                     self._offer(task, m.agent, now, events)
+            if task._ring_handle < 0:
+                self._ring_add(task)
         else:
             m = self._next_candidate(b, task)
             if m is not None:
                 self._offer(task, m.agent, now, events)
+
+    def _ring_add(self, task):
+        """A ring-all task is on offer: agents freeing up meanwhile may join."""
+        task._ring_handle = task._bucket.ringing.push(task._k1, task._k2, task)
+        self._nringing += 1
+
+    def _unring(self, task):
+        if task._ring_handle >= 0:
+            task._bucket.ringing.remove(task._ring_handle)
+            task._ring_handle = -1
+            self._nringing -= 1
 
     def _may_join(self, task, agent):
         """Whether a task on offer may also be offered to ``agent``: not
@@ -1650,8 +1675,61 @@ class Router:
         while agent.presence == P_READY:
             t = self._best_task(agent, now, False)
             if t is None:
-                return
+                break
             self._offer(t, agent, now, events)
+        if self._nringing > 0:
+            # nothing waits for it: it joins ring-all tasks still ringing
+            while agent.presence == P_READY:
+                t = self._best_ringing(agent, now)
+                if t is None:
+                    return
+                self._offer(t, agent, now, events)
+
+    def _best_ringing(self, agent, now):
+        """The best ring-all task on offer (to others) that this agent may join."""
+        best = None
+        best_r1 = INF
+        best_r2 = INF
+        best_seq = 0
+        for m in agent.members:
+            b = m.bucket
+            heap = b.ringing
+            if len(heap) == 0:
+                continue
+            if agent.load[b.ch] >= agent.cap[b.ch]:
+                continue
+            t = heap.peek()
+            if not self._may_join(t, agent):
+                t = self._first_joinable(b, agent)
+                if t is None:
+                    continue
+            r1 = t._k1 - b.q.aging * now
+            r2 = t._k2
+            if (
+                best is None
+                or r1 < best_r1
+                or (r1 == best_r1 and (r2 < best_r2 or (r2 == best_r2 and t._seq < best_seq)))
+            ):
+                best = t
+                best_r1 = r1
+                best_r2 = r2
+                best_seq = t._seq
+        return best
+
+    def _first_joinable(self, b, agent):
+        heap = b.ringing
+        popped = []
+        found = None
+        while len(heap) > 0:
+            t = heap.pop()
+            t._ring_handle = -1
+            popped.append(t)
+            if self._may_join(t, agent):
+                found = t
+                break
+        for t in popped:
+            t._ring_handle = heap.push(t._k1, t._k2, t)
+        return found
 
     def _offer(self, task, agent, now, events):
         q = task._bucket.q
@@ -1668,6 +1746,8 @@ class Router:
             self._disarm(task._ring_timer)
             task._ring_timer = None
         task.state = T_OFFERED
+        if q.strategy == S_RING_ALL and task._ring_handle < 0:
+            self._ring_add(task)
         task._offers.append(offer)
         self._offers[oid] = offer
         agent.offers[oid] = offer
@@ -1773,6 +1853,8 @@ class Router:
         task._offers.remove(offer)
         del agent.offers[offer_id]
         task.state = T_ASSIGNED
+        if task._ring_handle >= 0:
+            self._unring(task)
         task._agent = agent
         task._assigned_at = now
         agent.tasks[task.id] = task
@@ -1796,7 +1878,13 @@ class Router:
             task._answered = True
             cell.answered(now, wait, wait <= task._c.threshold)
         events.append(_ev_assigned(now, task.id, agent.id, offer_id, wait))
-        if agent.answer_keyed:  # its key moved in some fewest-answered queue
+        if agent.presence == P_WRAPUP:
+            # the offer was made before its wrap-up began (another channel's
+            # task ended meanwhile): taking it ends the wrap-up, so the agent
+            # shows busy, and its other channels may take work again
+            self._end_wrapup(agent, now, "agent", events)
+            self._dispatch_agent(agent, now, events)
+        elif agent.answer_keyed:  # its key moved in some fewest-answered queue
             self._touch(agent, now, "accepted", events)
         else:  # load and presence unchanged: nothing to re-place
             self._report(agent, now, "accepted", events)
@@ -1881,6 +1969,8 @@ class Router:
 
     def _end(self, task):
         task.state = T_ENDED
+        if task._ring_handle >= 0:
+            self._unring(task)
         del self._tasks[task.id]
         if task.incident_key is not None:
             key = (task.tenant, task.incident_key)
@@ -1958,19 +2048,23 @@ class Router:
         if priority is not None:
             task.priority = priority
         events.append(TaskReprioritised(now, task_id, task.cls, task.priority))
-        if task.state == T_QUEUED:
-            self._rekey(task, now, events)
+        self._rekey(task, now, events)
         return events
 
     def _rekey(self, task, now, events):
-        """A waiting task's priority, class or deadline changed: it moves at
-        once, and a task now of a pre-empting class may pre-empt wrap-up."""
-        self._keys(task)
+        """A task's priority, class or deadline changed: a waiting one moves at
+        once (and, now of a pre-empting class, may pre-empt wrap-up), a
+        ringing one (ring-all) moves among those a freed agent may join."""
         b = task._bucket
-        b.tasks.update(task._handle, task._k1, task._k2)
-        self._pre_sync(task)
-        if task._pre_handle >= 0 and len(b.wrap) > 0:
-            self._preempt_for(task, b, now, events)
+        if task.state == T_QUEUED:
+            self._keys(task)
+            b.tasks.update(task._handle, task._k1, task._k2)
+            self._pre_sync(task)
+            if task._pre_handle >= 0 and len(b.wrap) > 0:
+                self._preempt_for(task, b, now, events)
+        elif task._ring_handle >= 0:
+            self._keys(task)
+            b.ringing.update(task._ring_handle, task._k1, task._k2)
 
     def _requeue(self, task, agent, now, reason, events):
         self._release(task, agent)
@@ -2218,7 +2312,10 @@ class Router:
         predictions from the window's arrival rate and handle time."""
         out = {}
         span_all = max(now - self._start, 1e-9)
-        span_win = min(self._window, span_all)
+        # the time the window's slots cover: the current (partial) slot and the
+        # slots - 1 before it, so between window - window/slots and window
+        first = (math.floor(now / self._slot_len) - self._slots + 1) * self._slot_len
+        span_win = max(min(now - max(self._start, first), span_all), 1e-9)
         for q in self._queues.values():
             self._staff(q, now, 0)
             qwin = q.qcell.window(now)

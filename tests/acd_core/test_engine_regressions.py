@@ -310,3 +310,61 @@ def test_ring_progressively_after_update_queue_rings_only_eligible_agents(impl):
     assert [o.agent_id for o in of(ev, "OfferCreated")] == ["a3"]  # a2 lacks x now
     ev = r.handle_timer(5.0)
     assert not of(ev, "OfferCreated")
+
+
+# Under ring-all an agent that became free while a task rang was not added.
+def test_ring_all_agent_freed_while_a_task_rings_joins(impl):
+    r = impl.Router()
+    r.add_queue(QueueConfig("q", strategy="ring-all", retry_delay=100.0))
+    for a in ("a1", "a2", "a3", "a4"):
+        r.add_agent(AgentConfig(a))
+        r.login(a, 0.0)
+    r.set_state("a3", "break", 0.0)
+    r.set_state("a4", "break", 0.0)
+    ev = r.enqueue(impl.Task("t", "q"), 1.0)
+    assert sorted(o.agent_id for o in of(ev, "OfferCreated")) == ["a1", "a2"]
+    ev = r.set_state("a3", "available", 2.0)
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("t", "a3")]
+    ev = r.reject(offer_of(ev).offer_id, 3.0)
+    assert not of(ev, "OfferCreated")  # a3 declined t: it does not join again
+    r.set_state("a3", "break", 3.5)
+    r.enqueue(impl.Task("w", "q"), 5.0)  # a1 and a2 hold t's offers: w waits
+    ev = r.set_state("a4", "available", 6.0)  # a waiting task comes before joining a ring
+    assert [(o.task_id, o.agent_id) for o in of(ev, "OfferCreated")] == [("w", "a4")]
+    ev = r.accept(r.task_info("t")["offers"][0]["offer_id"], 7.0)
+    assert [w.reason for w in of(ev, "OfferWithdrawn")] == ["accepted_elsewhere"]
+
+
+# A pending offer survived into wrap-up; once accepted the agent showed
+# "wrapup" while holding the task.
+def test_accepting_an_offer_made_before_wrapup_ends_the_wrapup(impl):
+    r = impl.Router()
+    r.add_queue(QueueConfig("q", wrapup=30.0))
+    r.add_agent(AgentConfig("X", capacity={"chat": 2}))
+    r.login("X", 0.0)
+    r.accept(offer_of(r.enqueue(impl.Task("A", "q", channel="chat"), 0.0)).offer_id, 0.0)
+    b = offer_of(r.enqueue(impl.Task("B", "q", channel="chat"), 1.0))
+    r.complete("A", 2.0)
+    assert r.agent_info("X", 2.0)["state"] == "wrapup"
+    ev = r.accept(b.offer_id, 3.0)
+    assert of(ev, "WrapupEnded")[0].reason == "agent"
+    assert of(ev, "AgentStateChanged")[-1].new == "busy"
+    info = r.agent_info("X", 3.0)
+    assert (info["state"], info["tasks"]) == ("busy", ["B"])
+    assert r.next_deadline() is None  # no wrap-up timer left behind
+    ev = r.enqueue(impl.Task("C", "q", channel="chat"), 4.0)  # its free slot takes work again
+    assert offer_of(ev).agent_id == "X"
+
+
+# The window's arrival rate divided by the whole window although its slots
+# cover only window - window/slots plus the current partial slot.
+def test_window_arrival_rate_divides_by_the_time_covered(impl):
+    r = impl.Router(window=100.0, slots=10)
+    r.add_queue(QueueConfig("q"))
+    for i in range(1005):
+        r.enqueue(impl.Task(i, "q"), i + 0.5)
+        r.cancel(i, i + 0.5)
+    w = r.stats(1005.0)["q"]["window"]
+    assert (w["offered"], w["span_s"]) == (95, 95.0)  # arrivals at 910.5 … 1004.5
+    assert w["arrival_rate"] == 1.0  # was 0.95
+    assert r.stats(1005.0)["q"]["since_start"]["arrival_rate"] == 1005 / 1005.0
