@@ -371,14 +371,20 @@ def _iso_utc(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _items_json(loc: Location) -> str:
-    """The additional items of a report, JSON, standard ones by name (numbers as sent)."""
-    out: dict[str, Any] = {}
-    for item_id, value in zip(loc.item_ids, loc.item_values):
-        key = ITEM_NAMES.get(item_id) or f"0x{item_id:02x}"
-        if isinstance(value, bytes | bytearray):
-            value = bytes(value).hex()
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[key] = value
-    return orjson.dumps(out).decode()
+# item id -> the key it is stored under: the standard name, else the hex id
+_ITEM_KEYS = tuple(ITEM_NAMES.get(i) or f"0x{i:02x}" for i in range(256))
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    raise TypeError(f"{type(value).__name__} is not an item value")
+
+
+def _items_json(loc: Location, keys: tuple = _ITEM_KEYS, dumps: Any = orjson.dumps) -> str:
+    """The additional items of a report, JSON, standard ones by name (numbers as sent, raw bytes as hex).
+
+    Once per stored report, so it leaves the loop to orjson: tuples are arrays
+    there, and only raw values come back to ``_hex``.
+    """
+    return dumps(dict(zip([keys[i] for i in loc.item_ids], loc.item_values)), default=_hex).decode()

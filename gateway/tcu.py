@@ -488,11 +488,11 @@ class TcuProtocol(asyncio.Protocol):
                 acks.append(ack(e))
         vehicle.last_loc = loc
         vehicle.last_recv = recv
+        if rows:  # handed to the batched writer first, then acknowledged
+            gw.store_locations(rows)
         if acks:
             gw.metrics.acks += len(acks)
             self._write(b"".join(acks))
-        if rows:
-            gw.store_locations(rows)
         if vehicle.watchers:
             gw.sessions.position_update(vehicle, loc, recv)
 
