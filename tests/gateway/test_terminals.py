@@ -244,3 +244,22 @@ async def test_the_session_carries_the_recent_trail(tmp_path):
         assert s.data["trail"] == update["trail"]
         await agent.close()
         await t.close()
+
+
+def test_stored_items_json_names_standard_items_and_keeps_the_rest_as_sent():
+    import orjson
+
+    from gateway.app import _items_json
+    from protocols.jt808.messages import Location
+
+    loc = Location(
+        alarm=0, status=3, lat=31.2, lon=121.4, altitude=10, speed_kmh=40.0, direction=90,
+        device_time=None, item_ids=bytes([0x01, 0x30, 0xE5, 0x31]),
+        item_values=(12345, 25, b"\x01\x02\xff", 12), items_ok=True,
+    )  # fmt: skip
+    assert orjson.loads(_items_json(loc)) == {
+        "mileage_km": 12345,
+        "rssi": 25,
+        "0xe5": "0102ff",
+        "satellites": 12,
+    }
