@@ -1786,10 +1786,12 @@ class Router:
         if task.state != T_OFFERED:
             return
         b = task._bucket  # current: update_queue re-targets tasks on offer
+        # the next ring is armed first: _offer arms one when none is (a second
+        # timer would ring twice as fast and outlive the reference to it)
+        task._ring_timer = self._arm(K_RING, task, now + b.q.ring_step)
         found = self._next_candidate(b, task)
         if found is not None:
             self._offer(task, found.agent, now, events)
-        task._ring_timer = self._arm(K_RING, task, now + b.q.ring_step)
 
     # -- offers: outcomes ----------------------------------------------------
 

@@ -368,3 +368,19 @@ def test_window_arrival_rate_divides_by_the_time_covered(impl):
     assert (w["offered"], w["span_s"]) == (95, 95.0)  # arrivals at 910.5 … 1004.5
     assert w["arrival_rate"] == 1.0  # was 0.95
     assert r.stats(1005.0)["q"]["since_start"]["arrival_rate"] == 1005 / 1005.0
+
+
+# Each ring armed a second timer (the offer armed one, then the ring another),
+# so from the second step on ring-progressively added two agents per step, and
+# the stray timer later dropped the task's reference to its retry timer.
+def test_ring_progressively_adds_one_agent_per_step(impl):
+    r = impl.Router()
+    r.add_queue(QueueConfig("q", strategy="ring-progressively", ring_step=4.0, offer_timeout=100.0))
+    for a in ("a1", "a2", "a3", "a4", "a5"):
+        r.add_agent(AgentConfig(a))
+        r.login(a, 0.0)
+    r.enqueue(impl.Task("t", "q"), 0.0)
+    for now, n in ((4.0, 2), (8.0, 3), (12.0, 4)):
+        r.handle_timer(now)
+        assert len(r.task_info("t")["offers"]) == n, now
+        assert r.next_deadline() == now + 4.0
