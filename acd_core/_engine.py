@@ -2244,10 +2244,22 @@ class Router:
                 {"offer_id": o.id, "agent": o.agent.id, "expires_at": o.expires_at} for o in t._offers
             ],
             "sticky_agent": t._sticky.id if t._sticky is not None else None,
+            # declined at this step (not offered again before a retry or the next step)
+            "declined": sorted(a.id for a in t._declined) if t._declined else [],
+            # when its routing next changes by itself (escalation step, end of a
+            # sticky wait, retry of decliners, next ring), or None
+            "timer_at": self._task_timer_at(t),
             "vehicle": t.vehicle,
             "incident_key": t.incident_key,
             "attributes": t.attributes,
         }
+
+    def _task_timer_at(self, t):
+        at = None
+        for timer in (t._step_timer, t._sticky_timer, t._ring_timer):
+            if timer is not None and timer.handle >= 0 and (at is None or timer.deadline < at):
+                at = timer.deadline
+        return at
 
     def has_task(self, task_id):
         return task_id in self._tasks

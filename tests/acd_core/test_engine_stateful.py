@@ -5,19 +5,32 @@ One hypothesis state machine drives the compiled engine (``_engine.so`` on
 lockstep with the same operations, and requires identical event streams. It
 also keeps its own model of the world, built only from the events and the
 configuration (not from the engine's internals), and checks the invariants of
-issue 3 item 6 against it:
+issue 3 item 6 against it, under each of the nine strategies:
 
 * a task is never offered to two agents at once, except under ring-all /
-  ring-progressively;
+  ring-progressively, or after its target widened while it was on offer (an
+  escalation step or the end of a sticky wait keeps the pending offer);
 * no agent ever holds more tasks + pending offers on a channel than its capacity;
 * an agent is always offered the highest-priority, then oldest, eligible task
   (eligible: its tenant, queues, skills, a free slot on the task's channel, and
-  not a task it already declined);
+  not a task it already declined); an agent taken out of wrap-up, the best
+  waiting task of a pre-empting class;
 * work conservation: no task waits while an agent that may take it has a free
   slot (unless that agent declined it), the other half of "highest first";
 * no task is lost: every task ever queued is ended (completed, abandoned,
   cancelled) or still known to the engine in the state the events say;
+* no task is stuck: a waiting task that nothing will move by itself (no
+  escalation step, sticky wait, retry or ring pending) is open to every agent
+  its configuration allows at its step (no sticky agent, no decliners), so it
+  goes to the first of them that is free;
 * agents in wrap-up, on break, disconnected or logged out get no offers.
+
+With escalation steps, a shared pool, aging and EDF (``FEATURES``) the model
+follows each task's step and ranks by effective priority and deadline; a task
+that may be waiting for its sticky agent (its queue has a sticky wait and it
+has a vehicle or incident key, until the wait is over or it was answered) is
+left out of the ordering and work-conservation checks, since which agent it
+waits for depends on history the model does not replay.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from tests.acd_core.conftest import load_engine
 
 OFFERABLE = {"available", "offered", "busy"}
 RING = {"ring-all", "ring-progressively"}
+NEVER = -math.inf
 
 AGENTS = [
     AgentConfig("a0", tenants=("t1",), skills={"tech": 5}, capacity={"voice": 1}),
@@ -43,8 +57,17 @@ AGENTS = [
 SKILL_SETS = [None, None, {"tech": 1}, {"tech": 3}, {"tech": 5}, {"lang:de": 1}]
 
 
+def common(strategy):
+    return {
+        "strategy": strategy,
+        "offer_timeout": 5.0,
+        "max_no_answer": 2,
+        "retry_delay": 3.0,
+        "agent_order": ("a4", "a1"),  # top-down: these first, then registration order
+    }
+
+
 def make_queues(strategy):
-    common = {"strategy": strategy, "offer_timeout": 5.0, "max_no_answer": 2, "retry_delay": 3.0}
     return [
         QueueConfig(
             "sales",
@@ -53,18 +76,19 @@ def make_queues(strategy):
             default_class="lo",
             wrapup=2.0,
             ring_step=2.0,
-            **common,
+            **common(strategy),
         ),
-        QueueConfig("tech", tenant="t1", skills={"tech": 3}, ring_step=2.0, **common),
-        QueueConfig("other", tenant="t2", classes=(PriorityClass("n", 1),), ring_step=2.0, **common),
+        QueueConfig("tech", tenant="t1", skills={"tech": 3}, ring_step=2.0, **common(strategy)),
+        QueueConfig(
+            "other", tenant="t2", classes=(PriorityClass("n", 1),), ring_step=2.0, **common(strategy)
+        ),
     ]
 
 
 def make_feature_queues(strategy):
     """Escalation (to supervisors, then a shared pool), sticky routing, aging, EDF."""
-    common = {"strategy": strategy, "offer_timeout": 5.0, "max_no_answer": 2, "retry_delay": 3.0}
     return [
-        QueueConfig("pool", tenant="outsourcer", shared=True, **common),
+        QueueConfig("pool", tenant="outsourcer", shared=True, **common(strategy)),
         QueueConfig(
             "sales",
             tenant="t1",
@@ -77,10 +101,12 @@ def make_feature_queues(strategy):
                 EscalationStep(6.0, skills={}, agents=("a0", "a2")),
                 EscalationStep(None, queue="pool"),
             ),
-            **common,
+            **common(strategy),
         ),
-        QueueConfig("tech", tenant="t1", skills={"tech": 3}, aging=0.5, edf=True, **common),
-        QueueConfig("other", tenant="t2", classes=(PriorityClass("n", 1),), sticky_wait=2.0, **common),
+        QueueConfig("tech", tenant="t1", skills={"tech": 3}, aging=0.5, edf=True, **common(strategy)),
+        QueueConfig(
+            "other", tenant="t2", classes=(PriorityClass("n", 1),), sticky_wait=2.0, **common(strategy)
+        ),
     ]
 
 
@@ -94,40 +120,79 @@ def target(c):
 class Model:
     """What the events say the world is."""
 
-    check_order = True  # eligibility from queue config alone (no escalation, no sticky)
-
     def __init__(self, queues, agents):
         self.queues = {q.name: q for q in queues}
         self.agents = {a.id: a for a in agents}
         self.state = {a.id: "logged_out" for a in agents}
         self.load = {a.id: {} for a in agents}
-        self.tasks = {}  # id -> dict(state, queue, cls, priority, arrival, channel, req, offers, agent)
+        self.tasks = {}  # id -> dict(state, queue, cls, priority, arrival, deadline, channel, req, ...)
         self.ended = set()
         self.ever = set()
         self.offers = {}  # offer id -> (task id, agent id)
-        self.declined = {}  # task id -> set of agent ids
+        # task id -> agents that declined it: a superset of the engine's (which
+        # also forgets them on a retry, which makes no event)
+        self.declined = {}
         self.preempted = set()  # agents just taken out of wrap-up by an emergency
+        self.pending = {}  # task id -> the enqueue arguments (queue, cls, arrival, skills, channel, keys)
+        self.ended_channel = {}
+
+    # -- eligibility, from the configuration and the task's step -------------
 
     def serves(self, cfg, qname):
         q = self.queues[qname]
         if cfg.queues is None:
-            return q.tenant in cfg.tenants
+            return not q.shared and q.tenant in cfg.tenants
         return qname in cfg.queues
+
+    def where(self, t):
+        """(queue it waits in, required skills, allowed agents or None) at its step."""
+        q = self.queues[t["queue"]]
+        loc, req, agents = q, t["req"], None
+        if q.steps:
+            step = q.steps[t["step"]]
+            if step.queue is not None:
+                loc = self.queues[step.queue]
+            if step.skills is not None:
+                req = dict(step.skills)
+            agents = step.agents
+        return loc, req, agents
 
     def eligible(self, aid, tid):
         cfg = self.agents[aid]
         t = self.tasks[tid]
-        if not self.serves(cfg, t["queue"]) or self.queues[t["queue"]].tenant not in cfg.tenants:
+        loc, req, agents = self.where(t)
+        if agents is not None:
+            if aid not in agents:
+                return False
+        elif not self.serves(cfg, loc.name):
+            return False
+        if not loc.shared and loc.tenant not in cfg.tenants:
             return False
         if cfg.capacity.get(t["channel"], 0) <= 0:
             return False
-        return all(cfg.skills.get(s, 0) >= lvl for s, lvl in t["req"].items())
+        return all(cfg.skills.get(s, 0) >= lvl for s, lvl in req.items())
+
+    def exact(self, tid, at, strict=True):
+        """Whether the task's eligibility is known: it cannot be waiting for a
+        sticky agent (at its sticky deadline the timer may not have run yet
+        while other timers of that instant do; between calls it has)."""
+        until = self.tasks[tid]["sticky_until"]
+        return at > until if strict else at >= until
 
     def preempts(self, tid):
-        """Whether the task's class may take an agent out of wrap-up."""
+        """Whether the task may take an agent out of wrap-up where it waits."""
         t = self.tasks[tid]
-        q = self.queues[t["queue"]]
-        return q.class_named(t["cls"]).preempt_wrapup
+        loc, _, _ = self.where(t)
+        own = self.queues[t["queue"]].class_named(t["cls"]).preempt_wrapup
+        return own and any(c.preempt_wrapup for c in loc.classes)
+
+    def rank(self, tid, at):
+        """The engine's service order: effective priority, then arrival (or
+        deadline under EDF), computed as the engine does (same rounding)."""
+        t = self.tasks[tid]
+        loc, _, _ = self.where(t)
+        k1 = loc.aging * t["arrival"] - t["priority"]
+        return (k1 - loc.aging * at, t["deadline"] if loc.edf else t["arrival"])
 
     def spare(self, aid, channel):
         return self.load[aid].get(channel, 0) < self.agents[aid].capacity.get(channel, 0)
@@ -140,6 +205,8 @@ class Model:
             and aid not in self.declined.get(tid, ())
         )
 
+    # -- events --------------------------------------------------------------
+
     def apply(self, ev, strategy):
         kind = type(ev).__name__
         handler = getattr(self, "on_" + kind, None)
@@ -148,21 +215,25 @@ class Model:
 
     def on_TaskQueued(self, ev, strategy):
         assert ev.task_id not in self.tasks and ev.task_id not in self.ended
+        p = self.pending[ev.task_id]
         q = self.queues[ev.queue]
         req = dict(q.skills)
-        for s, lvl in (self.pending_skills.get(ev.task_id) or {}).items():
+        for s, lvl in (p["skills"] or {}).items():
             req[s] = max(req.get(s, 0), lvl)
+        sticky = q.sticky_wait > 0 and (p["vehicle"] is not None or p["incident"] is not None)
         self.tasks[ev.task_id] = {
             "state": "queued",
             "queue": ev.queue,
             "cls": ev.cls,
             "priority": ev.priority,
             "arrival": ev.arrival,
-            "channel": self.pending_channel[ev.task_id],
+            "channel": p["channel"],
             "deadline": ev.arrival + target(q.class_named(ev.cls)),
             "req": req,
             "offers": set(),
             "agent": None,
+            "step": 0,
+            "sticky_until": ev.at + q.sticky_wait if sticky else NEVER,
             "widened": False,  # its target widened while on offer: a second offer is allowed
         }
         self.ever.add(ev.task_id)
@@ -173,27 +244,29 @@ class Model:
         # no offers in wrap-up / break / logged out / disconnected
         assert self.state[aid] in OFFERABLE, (ev, self.state[aid])
         assert t["state"] in ("queued", "offered"), (ev, t["state"])
-        if self.check_order:
+        if self.exact(ev.task_id, ev.at):
             assert self.eligible(aid, ev.task_id), ev
-        # highest priority, then oldest, of what this agent may take now; an
-        # agent just taken out of wrap-up gets the best waiting task of a
-        # pre-empting class it may take (a task it was not taken out for
-        # may outrank it, e.g. re-prioritised above the emergency)
+        # highest priority, then oldest, of what this agent may take now (of
+        # the tasks whose eligibility the model knows). An agent just taken
+        # out of wrap-up gets the best waiting task of a pre-empting class it
+        # may take (a task it was not taken out for may outrank that, e.g.
+        # one re-prioritised above the emergency).
         emergency = aid in self.preempted
         self.preempted.discard(aid)
         if emergency:
             assert self.preempts(ev.task_id), ev
-        if self.check_order:
-            rank = (-t["priority"], t["arrival"])
-            for other, o in self.tasks.items():
-                if other == ev.task_id or o["state"] != "queued" or not self.can_take(aid, other):
-                    continue
-                if emergency and not self.preempts(other):
-                    continue
-                assert rank <= (-o["priority"], o["arrival"]), (ev, other, o, t)
+        rank = self.rank(ev.task_id, ev.at)
+        for other, o in self.tasks.items():
+            if other == ev.task_id or o["state"] != "queued" or not self.exact(other, ev.at):
+                continue
+            if not self.can_take(aid, other) or (emergency and not self.preempts(other)):
+                continue
+            assert rank <= self.rank(other, ev.at), (ev, other, o, t)
         if t["offers"]:
             assert strategy in RING or t["widened"], f"{ev.task_id} offered to two agents under {strategy}"
             assert aid not in {self.offers[x][1] for x in t["offers"]}
+        # offered to an agent that declined it: the engine retried (and forgot) it
+        self.declined.get(ev.task_id, set()).discard(aid)
         t["offers"].add(ev.offer_id)
         t["state"] = "offered"
         self.offers[ev.offer_id] = (ev.task_id, aid)
@@ -205,7 +278,7 @@ class Model:
         tid, aid = self.offers.pop(ev.offer_id)
         assert (tid, aid) == (ev.task_id, ev.agent_id)
         t = self.tasks.get(tid)
-        ch = (t or self.ended_channel[tid])["channel"]
+        ch = (t or self.ended_channel.get(tid))["channel"]
         self.load[aid][ch] -= 1
         if ev.reason in ("rejected", "timeout"):
             self.declined.setdefault(tid, set()).add(aid)
@@ -223,6 +296,7 @@ class Model:
         t["state"] = "assigned"
         t["agent"] = ev.agent_id
         t["widened"] = False
+        t["sticky_until"] = NEVER  # answered: the sticky preference is over
         assert self.offers_of(ev.task_id) == t["offers"]
 
     def offers_of(self, tid):
@@ -253,6 +327,9 @@ class Model:
         self.load[ev.agent_id][t["channel"]] -= 1
         t["state"] = "queued"
         t["agent"] = None
+        t["step"] = 0  # starts the escalation again, with no sticky agent and no decliners
+        t["sticky_until"] = NEVER
+        self.declined.pop(ev.task_id, None)
 
     def on_TaskReprioritised(self, ev, strategy):
         t = self.tasks[ev.task_id]
@@ -265,13 +342,13 @@ class Model:
         t = self.tasks[ev.into]
         assert ev.priority >= t["priority"]
         t["priority"] = ev.priority
-        queue, cls, arrival = self.pending_task[ev.task_id]
-        c = self.queues[queue].class_named(cls)
+        p = self.pending[ev.task_id]
+        c = self.queues[p["queue"]].class_named(p["cls"])
         own = {k.name: k for k in self.queues[t["queue"]].classes}.get(c.name)
         e = self.queues[t["queue"]].class_named(t["cls"])
         if own is not None and (own.priority, -target(own)) > (e.priority, -target(e)):
             t["cls"] = own.name
-        t["deadline"] = min(t["deadline"], arrival + target(c))
+        t["deadline"] = min(t["deadline"], p["arrival"] + target(c))
 
     def on_AgentStateChanged(self, ev, strategy):
         assert self.state[ev.agent_id] == ev.old, (ev, self.state[ev.agent_id])
@@ -282,6 +359,14 @@ class Model:
         assert t["state"] in ("queued", "offered")
         if t["state"] == "offered":
             t["widened"] = True
+        if ev.reason == "timeout":
+            assert ev.step == t["step"] + 1
+            t["step"] = ev.step
+            self.declined.pop(ev.task_id, None)  # a new step: nobody has declined it there
+        else:
+            assert ev.reason == "sticky_expired" and ev.step == t["step"]
+            t["sticky_until"] = NEVER
+        assert self.where(t)[0].name == ev.queue
 
     def on_TaskRestored(self, ev, strategy):
         raise AssertionError("not used here")
@@ -308,11 +393,6 @@ class EngineMachine(RuleBasedStateMachine):
             for a in agents:
                 r.add_agent(a)
         self.model = Model(queues, agents)
-        self.model.check_order = not self.FEATURES
-        self.model.pending_skills = {}
-        self.model.pending_channel = {}
-        self.model.pending_task = {}
-        self.model.ended_channel = {}
         self.now = 0.0
         self.next_id = 0
         self.incidents = {}
@@ -361,10 +441,16 @@ class EngineMachine(RuleBasedStateMachine):
         self.next_id += 1
         if queue != "sales":
             cls = None
-        self.model.pending_skills[tid] = skills
-        self.model.pending_channel[tid] = channel
         arrival = self.now - back  # a restored task keeps an older arrival
-        self.model.pending_task[tid] = (queue, cls, arrival)
+        self.model.pending[tid] = {
+            "queue": queue,
+            "cls": cls,
+            "arrival": arrival,
+            "skills": skills,
+            "channel": channel,
+            "vehicle": vehicle,
+            "incident": incident,
+        }
 
         def args(mod):
             return (
@@ -448,10 +534,8 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def work_conserving(self):
-        if not self.model.check_order:
-            return
         for tid, t in self.model.tasks.items():
-            if t["state"] != "queued":
+            if t["state"] != "queued" or not self.model.exact(tid, self.now, strict=False):
                 continue
             for aid in self.model.agents:
                 assert not self.model.can_take(aid, tid), (
@@ -472,11 +556,35 @@ class EngineMachine(RuleBasedStateMachine):
                 ), (tid, info, t)
                 assert info["agent"] == t["agent"]
                 assert {o["offer_id"] for o in info["offers"]} == t["offers"]
+                if t["state"] != "assigned":
+                    assert (info["step"], info["waiting_in"]) == (t["step"], self.model.where(t)[0].name)
+                    assert set(info["declined"]) <= self.model.declined.get(tid, set())
             for aid, state in self.model.state.items():
                 assert r.agent_info(aid, self.now)["state"] == state
         # no task lost
         assert self.model.ever == self.model.ended | set(self.model.tasks)
         assert not (self.model.ended & set(self.model.tasks))
+
+    @invariant()
+    def no_task_stuck(self):
+        # A waiting task either has a timer of its own that will move it
+        # (escalation, sticky wait, retry of its decliners), or is open to
+        # every agent its configuration allows at its step: then work
+        # conservation gives it to the first of them that is free, and a
+        # task pinned to an agent that left, or shunned by its decliners,
+        # with nothing pending, fails here.
+        for r in self.routers:
+            for tid, t in self.model.tasks.items():
+                if t["state"] != "queued":
+                    continue
+                info = r.task_info(tid)
+                if info["timer_at"] is not None:
+                    assert info["timer_at"] > self.now, (tid, info)
+                    continue
+                assert info["sticky_agent"] is None, (
+                    f"{tid} waits for {info['sticky_agent']} with no deadline"
+                )
+                assert not info["declined"], f"{tid} is shunned by {info['declined']} with no retry"
 
     @invariant()
     def capacity(self):
@@ -505,27 +613,22 @@ def _typed(d):
     return cls(d)
 
 
-class RingAllMachine(EngineMachine):
-    STRATEGY = "ring-all"
+def machine(strategy, features=False):
+    name = "".join(w.capitalize() for w in strategy.split("-")) + ("Features" if features else "") + "Machine"
+    return type(name, (EngineMachine,), {"STRATEGY": strategy, "FEATURES": features})
 
 
-class MostSkilledMachine(EngineMachine):
-    STRATEGY = "most-skilled"
-
-
-class RingProgressiveMachine(EngineMachine):
-    STRATEGY = "ring-progressively"
-
-
-class FeatureMachine(EngineMachine):
-    """Escalation steps, a shared pool, sticky routing, aging and EDF: the two
-    engines must still agree event for event, and the safety invariants hold."""
-
-    FEATURES = True
-
-
+# every strategy on the basic centre; escalation/sticky/aging/EDF under the
+# default strategy and the two that offer a task to several agents
 TestLongestIdle = EngineMachine.TestCase
-TestFeatures = FeatureMachine.TestCase
-TestRingAll = RingAllMachine.TestCase
-TestMostSkilled = MostSkilledMachine.TestCase
-TestRingProgressively = RingProgressiveMachine.TestCase
+TestFewestAnswered = machine("fewest-answered").TestCase
+TestLeastTalkTime = machine("least-talk-time").TestCase
+TestRoundRobin = machine("round-robin").TestCase
+TestTopDown = machine("top-down").TestCase
+TestMostSkilled = machine("most-skilled").TestCase
+TestRandom = machine("random").TestCase
+TestRingAll = machine("ring-all").TestCase
+TestRingProgressively = machine("ring-progressively").TestCase
+TestFeatures = machine("longest-idle", features=True).TestCase
+TestFeaturesRingAll = machine("ring-all", features=True).TestCase
+TestFeaturesRingProgressively = machine("ring-progressively", features=True).TestCase
