@@ -720,7 +720,7 @@ class Bench:
                 and (w.loop_lag_p95_ms or 0.0) <= 20.0
             )
             if ok:
-                best = acked - w.gps_shed / w.seconds
+                best = max(best, acked - w.gps_shed / w.seconds)  # a fleet-limited step may store less
                 if sent < 0.9 * rate:
                     step["fleet_limited"] = (
                         True  # the fleet could not offer more: the gateway was not the limit
