@@ -17,6 +17,8 @@ issue 3 item 6 against it, under each of the nine strategies:
   waiting task of a pre-empting class;
 * work conservation: no task waits while an agent that may take it has a free
   slot (unless that agent declined it), the other half of "highest first";
+  no task of a pre-empting class waits while an agent in wrap-up could take it;
+  under ring-all, no task rings without an agent that could take it;
 * no task is lost: every task ever queued is ended (completed, abandoned,
   cancelled) or still known to the engine in the state the events say;
 * no task is stuck: a waiting task that nothing will move by itself (no
@@ -422,7 +424,7 @@ class EngineMachine(RuleBasedStateMachine):
         for aid in logins:
             self.run("login", lambda m, aid=aid: (aid, self.now))
 
-    @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 2.5, 6.0]))
+    @rule(dt=st.sampled_from([0.0, 0.5, 1.0, 2.5, 6.0, 10.0]))
     def tick(self, dt):
         self.now += dt
         self.timers()
@@ -479,6 +481,15 @@ class EngineMachine(RuleBasedStateMachine):
         self.run("accept", lambda m: (oid, self.now))
 
     @precondition(lambda self: self.model.offers)
+    @rule()
+    def answer(self):
+        # the oldest pending offer is accepted: answered tasks (wrap-up,
+        # re-queues, sticky agents) matter more than the random pick above
+        # makes them occur
+        oid = min(self.model.offers)
+        self.run("accept", lambda m: (oid, self.now))
+
+    @precondition(lambda self: self.model.offers)
     @rule(data=st.data())
     def reject(self, data):
         oid = self._pick(data, self.model.offers)
@@ -490,17 +501,25 @@ class EngineMachine(RuleBasedStateMachine):
         tid = self._pick(data, [k for k, t in self.model.tasks.items() if t["state"] == "assigned"])
         self.run("complete", lambda m: (tid, self.now), disposition="done")
 
-    @precondition(lambda self: any(t["state"] != "assigned" for t in self.model.tasks.values()))
-    @rule(data=st.data())
-    def abandon(self, data):
-        tid = self._pick(data, [k for k, t in self.model.tasks.items() if t["state"] != "assigned"])
-        self.run("abandon", lambda m: (tid, self.now))
+    @precondition(lambda self: any(t["state"] == "assigned" for t in self.model.tasks.values()))
+    @rule()
+    def finish(self):
+        # the longest-held task is completed (as often as one is answered)
+        tid = min(
+            (k for k, t in self.model.tasks.items() if t["state"] == "assigned"),
+            key=lambda k: int(k[1:]),
+        )
+        self.run("complete", lambda m: (tid, self.now), disposition="done")
 
     @precondition(lambda self: self.model.tasks)
     @rule(data=st.data())
-    def cancel(self, data):
+    def abandon_or_cancel(self, data):
+        # one rule (not two) so that tasks live long enough to be answered
         tid = self._pick(data, self.model.tasks)
-        self.run("cancel", lambda m: (tid, self.now))
+        if self.model.tasks[tid]["state"] != "assigned" and data.draw(st.booleans()):
+            self.run("abandon", lambda m: (tid, self.now))
+        else:
+            self.run("cancel", lambda m: (tid, self.now))
 
     @precondition(lambda self: self.model.tasks)
     @rule(data=st.data(), priority=st.sampled_from([-1.0, 0.0, 3.0, 9.0]))
@@ -534,13 +553,33 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def work_conserving(self):
-        for tid, t in self.model.tasks.items():
-            if t["state"] != "queued" or not self.model.exact(tid, self.now, strict=False):
+        model = self.model
+        for tid, t in model.tasks.items():
+            if t["state"] == "assigned" or not model.exact(tid, self.now, strict=False):
                 continue
-            for aid in self.model.agents:
-                assert not self.model.can_take(aid, tid), (
-                    f"{tid} waits while {aid} ({self.model.state[aid]}) could take it"
+            if t["state"] == "offered":
+                # ring-all: every agent that could take it has been offered it
+                if model.where(t)[0].strategy != "ring-all":
+                    continue
+                offered = {model.offers[o][1] for o in t["offers"]}
+                for aid in model.agents:
+                    assert aid in offered or not model.can_take(aid, tid), (
+                        f"{tid} rings without {aid} ({model.state[aid]}), who could take it"
+                    )
+                continue
+            for aid in model.agents:
+                assert not model.can_take(aid, tid), (
+                    f"{tid} waits while {aid} ({model.state[aid]}) could take it"
                 )
+            if model.preempts(tid):
+                # an emergency does not wait while an agent in wrap-up could take it
+                for aid, state in model.state.items():
+                    assert not (
+                        state == "wrapup"
+                        and model.eligible(aid, tid)
+                        and model.spare(aid, t["channel"])
+                        and aid not in model.declined.get(tid, ())
+                    ), f"{tid} waits while {aid} in wrap-up could be pre-empted for it"
 
     @invariant()
     def engine_agrees_with_events(self):
