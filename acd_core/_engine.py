@@ -18,7 +18,11 @@ an agent that may take one may take any. So each bucket holds
 * ``avail``: an indexed heap of the eligible agents that can take one more
   task on the bucket's channel now, keyed by the queue's strategy;
 * ``wrap``: the eligible agents in wrap-up, by wrap-up end (for emergency
-  pre-emption), kept only in queues that have a pre-empting class.
+  pre-emption), kept only in queues that have a pre-empting class;
+* ``pre``: the waiting tasks of pre-empting classes (same keys as ``tasks``),
+  so that an agent entering wrap-up finds the best emergency it may take
+  without looking at the others;
+* ``ringing``: ring-all tasks on offer, which an agent freeing up joins.
 
 An agent belongs to (has a ``_Member`` in) every bucket it is eligible for.
 A task arriving looks at the head of one agent heap: O(log n). An agent
@@ -34,7 +38,8 @@ processed at their own deadlines, in deadline order, so results do not
 depend on how late the caller's timer fired.
 
 Task states: queued (in a bucket) → offered (one offer, or several under
-ring-all/ring-progressively; out of the bucket) → assigned (in an agent's
+ring-all/ring-progressively or after its target widened while on offer; out
+of the bucket) → assigned (in an agent's
 hands) → ended (completed, abandoned, cancelled: forgotten by the engine).
 A failed offer puts the task back in its bucket with its old key.
 
