@@ -245,10 +245,11 @@ class SessionManager:
         position = gw.position_json(loc, recv)
         futures = []
         sessions = []
+        opened = []  # to route once committed; one merged into an open session is routed already
         for bit, trigger in gw.alarm_triggers:
             if not rising >> bit & 1:
                 continue
-            s, fut = self._open_or_merge(
+            s, fut, is_new = self._open_or_merge(
                 v,
                 trigger,
                 kind=trigger.kind,
@@ -262,6 +263,8 @@ class SessionManager:
             )
             sessions.append(s)
             futures.append(fut)
+            if is_new:
+                opened.append(s)
         done = gw.loop.create_future()
 
         def committed(f: asyncio.Future) -> None:
@@ -272,7 +275,7 @@ class SessionManager:
             elif f.exception() is not None:
                 done.set_exception(f.exception())
             else:
-                for s in sessions:
+                for s in opened:
                     self._route_new(s)
                 done.set_result(sessions)
 
@@ -295,14 +298,16 @@ class SessionManager:
         if position is not None:
             data["position"] = position
         # not timed as crash->offer: a service request waits for a service agent by design
-        s, fut = self._open_or_merge(v, trigger, kind=trigger.kind, data=data, ingress=None)
+        s, fut, is_new = self._open_or_merge(v, trigger, kind=trigger.kind, data=data, ingress=None)
         await fut
-        self._route_new(s)
+        if is_new:
+            self._route_new(s)
         return s
 
     def _open_or_merge(
         self, v: Vehicle, trigger: Any, kind: str, data: dict[str, Any], ingress: float | None
-    ) -> tuple[Session, asyncio.Future]:
+    ) -> tuple[Session, asyncio.Future, bool]:
+        """The open session of this vehicle and kind, updated, or a new one; its commit; whether it is new."""
         gw = self.gw
         incident = f"{v.phone}:{kind}"
         sid = self.incidents.get(incident)
@@ -318,7 +323,7 @@ class SessionManager:
             gw.metrics.sessions_merged += 1
             fut = self.record(existing, [("updated", {"reason": "repeat_alert", **update})])
             self._push_update(existing, update)
-            return existing, fut
+            return existing, fut, False
         spec = gw.cfg.queue(trigger.queue)
         klass = spec.klass(trigger.klass) if trigger.klass else spec.classes[-1]
         now = time.time()
@@ -353,7 +358,7 @@ class SessionManager:
         fut = self.record(s, [("created", created), ("queued", {"queue": s.queue, "reason": "new"})])
         fut.add_done_callback(lambda f: self._drop_unstored(f, s))
         self._attach_trail(s, fut)
-        return s, fut
+        return s, fut, True
 
     def _drop_unstored(self, fut: asyncio.Future, s: Session) -> None:
         """A new session whose first commit failed was never stored: forget it.

@@ -144,6 +144,13 @@ async def test_alarm_edges_merges_and_priorities(tmp_path):
         rollover = next(s for s in gw.sessions.open.values() if s.kind == "rollover")
         assert crash.priority > rollover.priority
         assert len(gw.sessions.open) == 2
+        # the merge updated the waiting session; it was not handed to the engine a second time
+        await asyncio.sleep(0.2)
+        reasons = [
+            e.data.get("reason") for e in await gw.store.session_events(crash.id) if e.event == "updated"
+        ]
+        assert reasons == ["repeat_alert"]
+        assert gw.routing.router.task_info(crash.id)["state"] == "queued"
 
         # a crash outranks an SOS that arrived earlier from another vehicle
         t2 = await online_terminal(ep, "013800138001")
