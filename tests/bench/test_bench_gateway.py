@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 
 import pytest
 
@@ -204,3 +205,14 @@ async def test_a_fleet_over_two_processes_drives_the_ceiling():
     finally:
         await fleet.stop()
         servers.stop()
+
+
+def test_the_alert_path_micro_benchmark_times_every_step(capsys):
+    from bench.micro import alert_path
+
+    assert alert_path.main(["--alerts", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    steps = out["steps_ms"]
+    assert list(steps) == list(alert_path.STEPS)  # every step was reached, in order of the path
+    medians = [steps[s]["p50"] for s in alert_path.STEPS]
+    assert medians == sorted(medians) and out["sqlite_txn_ms"] > 0
