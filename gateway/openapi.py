@@ -269,6 +269,9 @@ OUTCOME = _obj(
         "status": {"enum": ["answered", "failed", "queued"]},
         "ok": _BOOL, "result": _INT, "result_name": _STR, "attempts": _INT, "error": _STR,
         "position": _ref("Position"), "command_id": _INT, "expires_at": _NUM,
+        "replaced": {"type": "array", "items": _STR,
+                     "description": "characters of the text that GBK lacks, sent as '?'"},
+        "note": {**_STR, "description": "what was changed on the way to the vehicle"},
     },
 )  # fmt: skip
 
