@@ -592,9 +592,15 @@ async def run_profile(name: str, args: argparse.Namespace, lab: Lab, workdir: Pa
                 await asyncio.sleep(gap)
                 fleet.send({"cmd": "alert", "vehicle": rng.randrange(args.vehicles)})
 
-        async def pump() -> None:
+        async def pump() -> dict[str, Any]:
+            # the one reader of the fleet's output until its result: cancelling a read that is
+            # completing can lose the line it read (asyncio.wait_for on 3.11), so the result must
+            # not race a cancellation
             while True:
-                show(await fleet.recv(3600))
+                msg = await fleet.recv(3600)
+                if msg.get("event") == "result":
+                    return msg
+                show(msg)
 
         pumping = asyncio.get_running_loop().create_task(pump())
         try:
@@ -620,11 +626,15 @@ async def run_profile(name: str, args: argparse.Namespace, lab: Lab, workdir: Pa
                 await alerts_for(args.duration)
             fleet.send({"cmd": "finish", "drain": args.drain})
             _progress(f"[{name}] draining the last alerts (at most {args.drain:g} s)")
+            try:
+                result = await asyncio.wait_for(asyncio.shield(pumping), args.drain + 30)
+            except TimeoutError:
+                raise LabError(f"the fleet sent no result within {args.drain + 30:g} s") from None
         finally:
-            pumping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pumping
-        result = await fleet.expect("result", args.drain + 30, show)
+            if not pumping.done():
+                pumping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumping
         await fleet.stop()
         fleet = None
         await gateway.stop()

@@ -169,6 +169,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        self.routing.stop()  # no offer or escalation timer may fire into a closing store
         for t in self._duties:
             t.cancel()
         for s in self._servers:

@@ -166,6 +166,7 @@ class Routing:
         self.Task = self.engine_module.Task
         self._timer: Any = None
         self._timer_at = float("inf")
+        self._stopped = False
         self.queue_configs: dict[str, QueueConfig] = {}
         self.agent_configs: dict[str, AgentConfig] = {}
         self.tenants: list[str] = []
@@ -228,7 +229,17 @@ class Routing:
             self.gw.sessions.on_routing(events)
         self.arm()
 
+    def stop(self) -> None:
+        """The gateway is stopping: no routing timer fires from now on (its store is about to close)."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = float("inf")
+
     def arm(self) -> None:
+        if self._stopped:
+            return
         deadline = self.router.next_deadline()
         if deadline is None or deadline == float("inf"):
             if self._timer is not None:

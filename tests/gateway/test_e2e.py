@@ -428,3 +428,15 @@ async def test_commands_for_offline_vehicles_wait_and_expire(tmp_path):
             await t.next_event(ev.CommandReceived, timeout=0.5)
         await agent.close()
         await t.close()
+
+
+async def test_no_routing_timer_outlives_the_gateway(tmp_path):
+    async with running_gateway(tmp_path) as (gw, ep):
+        t = await online_terminal(ep)
+        assert await t.report(alarm=SOS) == 0  # waits with no agent: its escalation timer is armed
+        assert gw.routing._timer is not None
+        await t.close()
+    # stopped (the store is closed): the timer is gone and nothing re-arms it
+    assert gw.routing._timer is None
+    gw.routing.arm()
+    assert gw.routing._timer is None
