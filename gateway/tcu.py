@@ -266,25 +266,16 @@ class TcuProtocol(asyncio.Protocol):
             events = self._over_budget(events, loop_now)
             if not events:
                 return
-        vehicle = self.vehicle
+        self._handle(events, loop_now)
+
+    def _handle(self, events: list, loop_now: float) -> None:
+        """Handle decoded frames: those of a read, or held ones when their window comes."""
         if (
-            vehicle is not None
+            self.vehicle is not None
             and type(events[0]) is _LOCATION_REPORTED
             and type(events[-1]) is _LOCATION_REPORTED
         ):
             # the common case: a read of nothing but location reports
-            self._locations(events, loop_now)
-            return
-        self._mixed(events, loop_now)
-
-    def _handle(self, events: list, loop_now: float) -> None:
-        """Handle decoded frames (held ones, outside data_received): as data_received does."""
-        vehicle = self.vehicle
-        if (
-            vehicle is not None
-            and type(events[0]) is _LOCATION_REPORTED
-            and type(events[-1]) is _LOCATION_REPORTED
-        ):
             self._locations(events, loop_now)
         else:
             self._mixed(events, loop_now)

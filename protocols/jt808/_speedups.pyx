@@ -680,6 +680,15 @@ cdef Py_ssize_t check_max_buffer(Py_ssize_t max_buffer) except -1:
     return max_buffer
 
 
+cdef inline bytes _joined(bytes pending, object data):
+    """The held start of a frame followed by a new read (no copy when nothing is held and it is bytes)."""
+    if pending:
+        return pending + bytes(data)
+    if type(data) is bytes:
+        return <bytes>data
+    return bytes(data)
+
+
 cdef class Splitter:
     """Streaming frame splitter: bytes in, candidate wire frames (flags included) out. See codec.Splitter."""
 
@@ -700,13 +709,7 @@ cdef class Splitter:
         return self._receive(data)
 
     cdef list _receive(self, data):
-        cdef bytes buf
-        if self._pending:
-            buf = self._pending + bytes(data)
-        elif type(data) is bytes:
-            buf = <bytes>data
-        else:
-            buf = bytes(data)
+        cdef bytes buf = _joined(self._pending, data)
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(buf)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf), i = 0, s, e, mx = self.max_buffer
         cdef const unsigned char* q
@@ -788,15 +791,9 @@ cdef class FrameDecoder:
         return self._receive(data, wrap)
 
     cdef list _receive(self, data, wrap):
-        cdef bytes buf
+        cdef bytes buf = _joined(self._pending, data)
         cdef object msg, r
         cdef Py_ssize_t wrapped = 0
-        if self._pending:
-            buf = self._pending + bytes(data)
-        elif type(data) is bytes:
-            buf = <bytes>data
-        else:
-            buf = bytes(data)
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(buf)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(buf), i = 0, s, e, mx = self.max_buffer
         cdef const unsigned char* q

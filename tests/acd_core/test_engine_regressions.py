@@ -11,16 +11,7 @@ import pytest
 
 from acd_core.config import AgentConfig, EscalationStep, PriorityClass, QueueConfig
 
-
-def of(events, kind):
-    return [e for e in events if type(e).__name__ == kind]
-
-
-def offer_of(events, task_id=None, agent_id=None):
-    for e in of(events, "OfferCreated"):
-        if (task_id is None or e.task_id == task_id) and (agent_id is None or e.agent_id == agent_id):
-            return e
-    raise AssertionError(f"no offer for {task_id}/{agent_id} in {events}")
+from .test_engine import of, offer_of
 
 
 def sticky_centre(impl):
