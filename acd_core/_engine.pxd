@@ -11,6 +11,7 @@ cdef int T_NEW, T_QUEUED, T_OFFERED, T_ASSIGNED, T_ENDED
 cdef int S_LONGEST_IDLE, S_FEWEST_ANSWERED, S_LEAST_TALK, S_ROUND_ROBIN, S_TOP_DOWN
 cdef int S_MOST_SKILLED, S_RANDOM, S_RING_ALL, S_RING_PROGRESSIVE
 cdef int K_OFFER, K_STEP, K_STICKY, K_RING, K_WRAPUP, K_GRACE, K_RETRY
+cdef int W_WAITING, W_PRE, W_RINGING
 cdef int C_OFFERED, C_ANSWERED, C_ANSWERED_SL, C_ABANDONED, C_ABANDONED_SL, C_WAIT_SUM, C_WAITED
 cdef int C_HANDLED, C_HANDLE_SUM, C_CANCELLED, C_MERGED, C_ABANDON_WAIT_SUM, C_STAFFED_S, NCOUNT
 cdef int MAX_CHANNELS, MAX_SLOTS
@@ -325,13 +326,9 @@ cdef class Router:
     @cython.locals(best=Task, t=Task, m=_Member, b=_Bucket, r1=cython.double, r2=cython.double,
                    best_r1=cython.double, best_r2=cython.double, best_seq=cython.longlong,
                    heap=IndexedHeap)
-    cdef Task _best_task(self, _Agent agent, double now, bint pre)
+    cdef Task _best_task(self, _Agent agent, double now, int which)
     @cython.locals(t=Task)
     cdef _dispatch_agent(self, _Agent agent, double now, list events)
-    @cython.locals(best=Task, t=Task, m=_Member, b=_Bucket, r1=cython.double, r2=cython.double,
-                   best_r1=cython.double, best_r2=cython.double, best_seq=cython.longlong,
-                   heap=IndexedHeap)
-    cdef Task _best_ringing(self, _Agent agent, double now)
     @cython.locals(t=Task, heap=IndexedHeap)
     cdef Task _first_joinable(self, _Bucket b, _Agent agent)
     cdef _ring_add(self, Task task)

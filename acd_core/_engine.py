@@ -96,6 +96,11 @@ K_WRAPUP = 4
 K_GRACE = 5
 K_RETRY = 6
 
+# which tasks of a bucket an agent is given (Router._best_task)
+W_WAITING = 0  # waiting tasks
+W_PRE = 1  # waiting tasks of pre-empting classes (an agent in wrap-up)
+W_RINGING = 2  # ring-all tasks on offer to others, which a freed agent may join
+
 # statistics counters (per queue × class cell, since start and per window slot)
 C_OFFERED = 0
 C_ANSWERED = 1
@@ -1608,7 +1613,7 @@ class Router:
     def _preempt(self, agent, now, events):
         """Take an agent in wrap-up out of it for the best waiting task of a
         pre-empting class that it may take; False if there is none."""
-        t = self._best_task(agent, now, True)
+        t = self._best_task(agent, now, W_PRE)
         if t is None:
             return False
         self._end_wrapup(agent, now, "preempted", events)
@@ -1637,25 +1642,29 @@ class Router:
                 t._handle = heap.push(t._k1, t._k2, t)
         return found
 
-    def _best_task(self, agent, now, pre):
-        """The best waiting task this agent may take now, across its buckets
-        (``pre``: only tasks of pre-empting classes, for an agent in wrap-up)."""
+    def _best_task(self, agent, now, which):
+        """The best task of kind ``which`` this agent may take now, across its buckets:
+        W_WAITING, W_PRE (only tasks of pre-empting classes, for an agent in wrap-up)
+        or W_RINGING (ring-all tasks on offer to others that it may join)."""
         best = None
         best_r1 = INF
         best_r2 = INF
         best_seq = 0
         for m in agent.members:
             b = m.bucket
-            heap = b.pre if pre else b.tasks
+            heap = b.tasks if which == W_WAITING else (b.pre if which == W_PRE else b.ringing)
             if len(heap) == 0:
                 continue
             if agent.load[b.ch] >= agent.cap[b.ch]:
                 continue
             t = heap.peek()
-            if t._declined is not None and agent in t._declined:
-                t = self._first_undeclined(b, agent, pre)
-                if t is None:
-                    continue
+            if which == W_RINGING:
+                if not self._may_join(t, agent):
+                    t = self._first_joinable(b, agent)
+            elif t._declined is not None and agent in t._declined:
+                t = self._first_undeclined(b, agent, which == W_PRE)
+            if t is None:
+                continue
             r1 = t._k1 - b.q.aging * now
             r2 = t._k2
             if (
@@ -1678,48 +1687,17 @@ class Router:
                 self._preempt(agent, now, events)
             return
         while agent.presence == P_READY:
-            t = self._best_task(agent, now, False)
+            t = self._best_task(agent, now, W_WAITING)
             if t is None:
                 break
             self._offer(t, agent, now, events)
         if self._nringing > 0:
             # nothing waits for it: it joins ring-all tasks still ringing
             while agent.presence == P_READY:
-                t = self._best_ringing(agent, now)
+                t = self._best_task(agent, now, W_RINGING)
                 if t is None:
                     return
                 self._offer(t, agent, now, events)
-
-    def _best_ringing(self, agent, now):
-        """The best ring-all task on offer (to others) that this agent may join."""
-        best = None
-        best_r1 = INF
-        best_r2 = INF
-        best_seq = 0
-        for m in agent.members:
-            b = m.bucket
-            heap = b.ringing
-            if len(heap) == 0:
-                continue
-            if agent.load[b.ch] >= agent.cap[b.ch]:
-                continue
-            t = heap.peek()
-            if not self._may_join(t, agent):
-                t = self._first_joinable(b, agent)
-                if t is None:
-                    continue
-            r1 = t._k1 - b.q.aging * now
-            r2 = t._k2
-            if (
-                best is None
-                or r1 < best_r1
-                or (r1 == best_r1 and (r2 < best_r2 or (r2 == best_r2 and t._seq < best_seq)))
-            ):
-                best = t
-                best_r1 = r1
-                best_r2 = r2
-                best_seq = t._seq
-        return best
 
     def _first_joinable(self, b, agent):
         heap = b.ringing
