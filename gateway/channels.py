@@ -21,6 +21,7 @@ The agent hub and the subscriber feed are written once against :class:`Channel`:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 from typing import Any
@@ -44,25 +45,32 @@ FLUSH_TIMEOUT_S = 2.0  # how long a closing channel waits for its peer to take w
 _CLOSING: set[asyncio.Task] = set()
 
 
-class Channel:
+class Channel(abc.ABC):
+    """What the agent and feed hubs need of a connection, whatever carries it (WebSocket or TCP)."""
+
     transport_name = "?"
     peer = "?"
     closed = False
 
+    @abc.abstractmethod
     def send(self, msg: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Queue one message; never blocks (a peer too far behind is closed)."""
 
+    @abc.abstractmethod
     async def drain(self) -> None:
-        raise NotImplementedError
+        """Wait until what was queued has been handed to the transport."""
 
+    @abc.abstractmethod
     async def recv(self) -> dict[str, Any] | BadMessage | None:
-        raise NotImplementedError
+        """The next message, a BadMessage for one that does not parse, or None at the end."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close now, flushing what was queued in the background (bounded)."""
 
+    @abc.abstractmethod
     async def flush_and_close(self) -> None:
-        raise NotImplementedError
+        """Send what was queued (bounded by FLUSH_TIMEOUT_S), then close."""
 
 
 class WebSocketChannel(Channel):
