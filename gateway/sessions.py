@@ -189,12 +189,17 @@ class SessionManager:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def record(self, s: Session, events: list[tuple[str, dict[str, Any]]]) -> asyncio.Future:
-        """Commit the session's row and these events (in call order); publish them once committed."""
+    def record(
+        self, s: Session, events: list[tuple[str, dict[str, Any]]], *, urgent: bool = False
+    ) -> asyncio.Future:
+        """Commit the session's row and these events (in call order); publish them once committed.
+
+        ``urgent``: a vehicle's alert waits for this commit (see Store.commit_nowait).
+        """
         now = time.time()
         s.updated_at = now
         rows = [NewEvent(s.id, name, now, data, s.tenant, s.queue, s.kind) for name, data in events]
-        fut = self.gw.store.commit_nowait([s.row()], rows)
+        fut = self.gw.store.commit_nowait([s.row()], rows, urgent=urgent)
         submitted = self.gw.loop.time()
         fut.add_done_callback(lambda f: self._committed(f, submitted))
         return fut
@@ -321,7 +326,7 @@ class SessionManager:
                     d[key] = data[key]
                     update[key] = data[key]
             gw.metrics.sessions_merged += 1
-            fut = self.record(existing, [("updated", {"reason": "repeat_alert", **update})])
+            fut = self.record(existing, [("updated", {"reason": "repeat_alert", **update})], urgent=True)
             self._push_update(existing, update)
             return existing, fut, False
         spec = gw.cfg.queue(trigger.queue)
@@ -355,7 +360,9 @@ class SessionManager:
             "channel": s.channel,
             **data,
         }
-        fut = self.record(s, [("created", created), ("queued", {"queue": s.queue, "reason": "new"})])
+        fut = self.record(
+            s, [("created", created), ("queued", {"queue": s.queue, "reason": "new"})], urgent=True
+        )
         fut.add_done_callback(lambda f: self._drop_unstored(f, s))
         self._attach_trail(s, fut)
         return s, fut, True

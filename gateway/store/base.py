@@ -136,6 +136,7 @@ class StoreStats:
     shed: int = 0  # rows dropped because the location queue was full
     pending: int = 0  # rows waiting for the writer
     errors: int = 0  # failed writes (retried)
+    inline_commits: int = 0  # urgent commits run at once on the loop, the writer being idle (SQLite)
     last_error: str = ""
 
 
@@ -206,12 +207,15 @@ class Store(abc.ABC):
     async def commit(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> list[EventRow]:
         """Upsert ``sessions`` and append ``events`` atomically; return the events with their numbers."""
 
-    def commit_nowait(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> asyncio.Future:
+    def commit_nowait(
+        self, sessions: Sequence[SessionRow], events: Sequence[NewEvent], *, urgent: bool = False
+    ) -> asyncio.Future:
         """:meth:`commit` submitted now, in call order, without awaiting: a future of its rows.
 
         Backends with a writer queue override this to enqueue synchronously, so
         that commits made one after another are numbered in that order even
-        when nobody awaits them.
+        when nobody awaits them. ``urgent``: an alert waits for this commit (its
+        acknowledgement and its offer); a backend may take a faster path for it.
         """
         return asyncio.ensure_future(self.commit(sessions, events))
 

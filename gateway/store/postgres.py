@@ -639,7 +639,9 @@ class PostgresStore(Store):
     async def commit(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> list[EventRow]:
         return await self.commit_nowait(sessions, events)
 
-    def commit_nowait(self, sessions: Sequence[SessionRow], events: Sequence[NewEvent]) -> asyncio.Future:
+    def commit_nowait(
+        self, sessions: Sequence[SessionRow], events: Sequence[NewEvent], *, urgent: bool = False
+    ) -> asyncio.Future:
         # enqueued before returning, so commits made one after another are numbered in that order
         s_params = [_session_params(s) for s in sessions]
         ev = list(events)

@@ -165,7 +165,7 @@ async def test_an_alert_commit_is_submitted_in_the_read_that_carried_it(tmp_path
         proto.data_received(term.conn.authenticate("x")[1])
         submitted = []
         commit = gw.store.commit_nowait
-        gw.store.commit_nowait = lambda *a: submitted.append(a) or commit(*a)
+        gw.store.commit_nowait = lambda *a, **k: submitted.append(a) or commit(*a, **k)
         frames = [
             term.conn.report_location(lat=22.5, lon=114.0, device_time=device_now())[1] for _ in range(3)
         ]

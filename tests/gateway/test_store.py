@@ -194,3 +194,52 @@ async def test_commit_nowait_numbers_in_call_order(store):
     rows = await asyncio.gather(*futures)
     assert [r[0].seq for r in rows] == list(range(1, 31))
     assert [r[0].session for r in rows] == [f"s{i}" for i in range(30)]
+
+
+async def test_urgent_commits_keep_call_order_with_queued_ones(store):
+    # an alert's commit may take a faster path (SQLite: at once on the loop when the writer is idle);
+    # numbering still follows the calls, whichever path each took
+    futures = []
+    for i in range(40):
+        urgent = i % 3 == 0
+        futures.append(store.commit_nowait([session(f"s{i}")], [event(f"s{i}", "created")], urgent=urgent))
+        if i % 7 == 0:
+            await asyncio.sleep(0.01)  # let the writer go idle now and then
+    rows = await asyncio.gather(*futures)
+    assert [r[0].seq for r in rows] == list(range(1, 41))
+    assert [e.seq for e in await store.events_after(0, limit=100)] == list(range(1, 41))
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path):
+    """The embedded backend alone, for what only it does (its urgent commits run inline when idle)."""
+    from gateway.store import make_store
+
+    store = make_store(f"sqlite:///{tmp_path}/inline.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_urgent_commit_runs_at_once_when_the_writer_is_idle(sqlite_store):
+    store = sqlite_store
+    await store.commit([session("a")], [event("a", "created")])  # the writer has started and gone idle
+    fut = store.commit_nowait([session("b")], [event("b", "created"), event("b", "queued")], urgent=True)
+    assert fut.done() and store.stats.inline_commits == 1  # committed before commit_nowait returned
+    assert [e.seq for e in fut.result()] == [2, 3]
+    assert [e.event for e in await store.session_events("b")] == ["created", "queued"]
+    # with a job still queued, an urgent commit waits its turn behind it
+    queued = store.commit_nowait([session("c")], [event("c", "created")])
+    behind = store.commit_nowait([session("d")], [event("d", "created")], urgent=True)
+    assert not behind.done() and store.stats.inline_commits == 1
+    assert [(await queued)[0].seq, (await behind)[0].seq] == [4, 5]
+
+
+async def test_urgent_commit_that_fails_inline_takes_no_number(sqlite_store):
+    store = sqlite_store
+    await store.commit([session("a", idempotency_key="k")], [event("a", "created")])
+    bad = store.commit_nowait([session("b", idempotency_key="k")], [event("b", "created")], urgent=True)
+    with pytest.raises(StoreError):
+        await bad
+    rows = await store.commit_nowait([session("c")], [event("c", "created")], urgent=True)
+    assert rows[0].seq == 2 and await store.get_session("b") is None
