@@ -287,6 +287,12 @@ class SessionManager:
         if not futures:
             done.set_result(sessions)
             return done
+        if all(f.done() for f in futures):
+            # committed already (the store's urgent path): route now, not on the loop's next turn,
+            # which under a GPS flood runs after every other ready callback
+            first_error = next((f for f in futures if f.cancelled() or f.exception() is not None), None)
+            committed(first_error or futures[0])
+            return done
         # one trigger (the usual case) waits on its own commit: no gather, one loop turn fewer
         (futures[0] if len(futures) == 1 else asyncio.gather(*futures)).add_done_callback(committed)
         return done

@@ -179,6 +179,29 @@ async def test_an_alert_commit_is_submitted_in_the_read_that_carried_it(tmp_path
         proto.connection_lost(None)
 
 
+async def test_an_alert_stored_at_once_is_routed_in_the_same_read(tmp_path):
+    """The embedded store commits an alert inline when its writer is idle; the session then reaches
+    the engine before data_received returns, not on a later turn of the loop."""
+    async with running_gateway(tmp_path) as (gw, _ep):
+        proto = TcuProtocol(gw)
+        proto.connection_made(_Transport())
+        term = TerminalClient("013800138098")
+        proto.data_received(term.conn.authenticate("x")[1])
+        await asyncio.sleep(0.3)  # the writer thread has stored the registration and gone idle
+        routed = []
+        enqueue = gw.routing.enqueue
+        gw.routing.enqueue = lambda s: routed.append(s.id) or enqueue(s)
+        inline = gw.store.stats.inline_commits
+        _, alarm = term.conn.report_location(lat=22.5, lon=114.0, device_time=device_now(), alarm=SOS)
+        proto.data_received(alarm)
+        assert gw.store.stats.inline_commits == inline + 1
+        assert len(routed) == 1 and routed[0] in gw.sessions.open  # before data_received returned
+        acks = len(proto.transport.out)
+        await asyncio.sleep(0.05)
+        assert len(proto.transport.out) == acks + 1  # and the vehicle has its acknowledgement
+        proto.connection_lost(None)
+
+
 async def test_sqlite_commits_pass_the_location_backlog(tmp_path):
     from gateway.store import NewEvent, SessionRow, make_store
 
