@@ -128,6 +128,38 @@ _EVENT_COLS = "seq, session, event, at, tenant, queue, kind, data"
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
 # first statement of every group transaction: takes the row lock, numbers the events, stamps the token
 _TAKE_NUMBERS = "UPDATE event_counter SET seq = seq + $1, txn = $2 RETURNING seq - $1"
+# A group of nothing but session commits (what alerts wait for) in ONE statement, so one round trip:
+# the explicit transaction took five (BEGIN, numbers, sessions, events, COMMIT), and under a GPS flood
+# every round trip waits for the server's process and then ours to be scheduled again. The statement
+# is its own transaction; its data-modifying parts see one snapshot and all run, in any order, so the
+# numbers are taken in the same statement that inserts the events, and a session appears once
+# (commit_group keeps its last row). Arrays are passed as text and cast, to keep one codec path.
+_COMMIT_GROUP = f"""
+WITH n AS (
+  UPDATE event_counter SET seq = seq + $1, txn = $2 RETURNING seq - $1 AS base
+), s AS (
+  INSERT INTO sessions ({_SESSION_COLS})
+  SELECT id, kind, channel, tenant, queue, klass, priority, state, phone, incident, agent, disposition,
+         idempotency_key, created_at, arrival, updated_at, closed_at, data::json
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
+              $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+              $16::float8[], $17::float8[], $18::float8[], $19::float8[], $20::text[])
+       AS u(id, kind, channel, tenant, queue, klass, priority, state, phone, incident, agent, disposition,
+            idempotency_key, created_at, arrival, updated_at, closed_at, data)
+  ON CONFLICT (id) DO UPDATE SET
+    kind=EXCLUDED.kind, channel=EXCLUDED.channel, tenant=EXCLUDED.tenant, queue=EXCLUDED.queue,
+    klass=EXCLUDED.klass, priority=EXCLUDED.priority, state=EXCLUDED.state, phone=EXCLUDED.phone,
+    incident=EXCLUDED.incident, agent=EXCLUDED.agent, disposition=EXCLUDED.disposition,
+    idempotency_key=EXCLUDED.idempotency_key, arrival=EXCLUDED.arrival, updated_at=EXCLUDED.updated_at,
+    closed_at=EXCLUDED.closed_at, data=EXCLUDED.data
+), e AS (
+  INSERT INTO events ({_EVENT_COLS})
+  SELECT n.base + u.ord, u.session, u.event, u.at, u.tenant, u.queue, u.kind, u.data::json
+  FROM n, unnest($21::text[], $22::text[], $23::float8[], $24::text[], $25::text[], $26::text[], $27::text[])
+          WITH ORDINALITY AS u(session, event, at, tenant, queue, kind, data, ord)
+)
+SELECT base FROM n
+"""
 _TERMINAL_COLS = "phone, tenant, auth_code, registered_at, info, last_seen, last_position, last_alarm"
 _UPSERT_TERMINAL = f"""
 INSERT INTO terminals ({_TERMINAL_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
@@ -307,6 +339,40 @@ class _Job:
     future: asyncio.Future
     deadline: float  # loop time after which an unreachable server fails the job
     result: Any = None
+    # a session commit also carries its rows, so a group of them can go in one statement
+    sessions: list[tuple] | None = None
+    events: list[tuple] | None = None  # (session, event, at, tenant, queue, kind, json text, data)
+
+
+async def commit_group(conn: asyncpg.Connection, token: str, jobs: list[_Job]) -> None:
+    """Session commits in one statement (``_COMMIT_GROUP``); sets each job's result (its event rows)."""
+    last: dict[str, tuple] = {}
+    for job in jobs:
+        for row in job.sessions:
+            last.pop(row[0], None)  # a session committed twice in the group: its last row, in that place
+            last[row[0]] = row
+    session_cols: list[list] = [[] for _ in range(18)]
+    for row in last.values():
+        for col, value in zip(session_cols, row):
+            col.append(value)
+    event_cols: list[list] = [[] for _ in range(7)]
+    for job in jobs:
+        for row in job.events:
+            for i in range(7):
+                event_cols[i].append(row[i])
+    n = len(event_cols[0])
+    number_group(jobs, await conn.fetchval(_COMMIT_GROUP, n, token, *session_cols, *event_cols))
+
+
+def number_group(jobs: list[_Job], base: int) -> None:
+    """Each commit job's result: its event rows, numbered from ``base + 1`` in job order."""
+    seq = base
+    for job in jobs:
+        out = []
+        for session, event, at, tenant, queue, kind, _payload, data in job.events:
+            seq += 1
+            out.append(EventRow(seq, session, event, at, data, tenant, queue, kind))
+        job.result = out
 
 
 def _answered(job: _Job) -> bool:
@@ -358,6 +424,7 @@ class PostgresStore(Store):
         self._closed = False
         self._tokens = itertools.count(1)
         self._token_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._settled_seq = 0  # the last event number, as _settle read it
         # commit path
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
@@ -479,11 +546,11 @@ class PostgresStore(Store):
 
     # -- the commit writer -------------------------------------------------------------
 
-    def _submit(self, kind: str, n_events: int, body: JobBody) -> asyncio.Future:
+    def _submit(self, kind: str, n_events: int, body: JobBody, **rows: Any) -> asyncio.Future:
         if self._closed or self._pool is None:
             raise StoreError("store is closed")
         loop = self._loop
-        job = _Job(kind, n_events, body, loop.create_future(), loop.time() + self._commit_timeout)
+        job = _Job(kind, n_events, body, loop.create_future(), loop.time() + self._commit_timeout, **rows)
         self._jobs.put_nowait(job)
         return job.future
 
@@ -559,8 +626,19 @@ class PostgresStore(Store):
                 return []
             token = f"{self._token_prefix}-{next(self._tokens)}"
             committing = committed = lost = False
+            one_statement = all(j.sessions is not None for j in jobs)
             try:
                 async with self._pool.acquire() as conn:
+                    if one_statement:
+                        try:
+                            committing = True  # the statement commits itself: no answer = outcome unknown
+                            await commit_group(conn, token, jobs)
+                            committed = True
+                        except Exception:
+                            lost = conn.is_closed()
+                            raise
+                        self._unavailable = False
+                        return jobs
                     try:
                         tr = conn.transaction()
                         await tr.start()
@@ -593,6 +671,8 @@ class PostgresStore(Store):
                     outcome = await self._settle(token, jobs)
                     if outcome is True:
                         self._unavailable = False
+                        if one_statement:  # its answer, the first number, was lost with the link
+                            number_group(jobs, self._settled_seq - sum(j.n_events for j in jobs))
                         return jobs
                     if outcome is None:  # deadline passed with the outcome unknown
                         for job in jobs:
@@ -611,7 +691,9 @@ class PostgresStore(Store):
             try:
                 # FOR UPDATE waits for the old transaction to end either way before reading
                 async with self._pool.acquire() as conn, conn.transaction():
-                    seen = await conn.fetchval("SELECT txn FROM event_counter FOR UPDATE")
+                    seen, seq = await conn.fetchrow("SELECT txn, seq FROM event_counter FOR UPDATE")
+                # when it is ours, no commit came after it: its events are the last numbers taken
+                self._settled_seq = seq
                 return seen == token
             except Exception as e:
                 if not _transient(e):
@@ -659,7 +741,10 @@ class PostgresStore(Store):
                 await conn.executemany(_INSERT_EVENT, params)
             return rows
 
-        return self._submit("commit", len(ev), body)
+        events_rows = [
+            (e.session, e.event, e.at, e.tenant, e.queue, e.kind, p, e.data) for e, p in zip(ev, payloads)
+        ]
+        return self._submit("commit", len(ev), body, sessions=s_params, events=events_rows)
 
     async def _fetch(self, sql: str, *args: Any, timeout: float | None = None) -> list[asyncpg.Record]:
         """A read on any pooled connection; StoreError when the server cannot answer.

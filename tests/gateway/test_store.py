@@ -243,3 +243,16 @@ async def test_urgent_commit_that_fails_inline_takes_no_number(sqlite_store):
         await bad
     rows = await store.commit_nowait([session("c")], [event("c", "created")], urgent=True)
     assert rows[0].seq == 2 and await store.get_session("b") is None
+
+
+async def test_a_session_committed_twice_in_one_group_keeps_its_last_row(store):
+    # PostgreSQL writes a group of commits as one statement, which may touch a row only once
+    first = store.commit_nowait([session("s", state="waiting")], [event("s", "created")])
+    other = store.commit_nowait([session("t")], [event("t", "created")])
+    last = store.commit_nowait([session("s", state="offered", agent="a1")], [event("s", "offered")])
+    rows = await asyncio.gather(first, other, last)
+    assert [r[0].seq for r in rows] == [1, 2, 3]
+    got = await store.get_session("s")
+    assert got.state == "offered" and got.agent == "a1"
+    assert [e.event for e in await store.session_events("s")] == ["created", "offered"]
+    assert store.stats.errors == 0  # in one go, not failed and retried alone
