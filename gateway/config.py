@@ -99,7 +99,7 @@ SCALARS: dict[str, dict[str, Any]] = {
         "rcvbuf": 16384,  # kernel receive buffer of a terminal socket, bytes (0: the system default)
         "overload_lag_ms": 20,  # event-loop lag that puts the gateway in overload (GPS storage thinned)
         "overload_keep_s": 10.0,  # in overload, store one position per vehicle per this many seconds
-        "overload_commit_ms": 50,  # a session commit slower than this (an alert waiting) also thins GPS storage
+        "overload_commit_ms": 20,  # a session commit slower than this (an alert waiting) also thins GPS storage
     },
     "sessions": {
         "trail_minutes": 10.0,  # minutes of trail attached to a session
