@@ -123,7 +123,8 @@ class AgentPool:
                 return
             mtype = msg.get("type")
             if mtype == "offer":
-                self.obs.offer(agent_id, msg, time.monotonic())
+                # delivered when its bytes reached this process (TCP), else when it was read (WebSocket)
+                self.obs.offer(agent_id, msg, getattr(conn, "last_arrival", None) or time.monotonic())
                 t = loop.create_task(self._take(conn, msg))
                 work.add(t)
                 t.add_done_callback(work.discard)

@@ -8,7 +8,9 @@ real sockets, the documented messages, no access to gateway internals.
 from __future__ import annotations
 
 import asyncio
+import collections
 import struct
+import time
 from typing import Any
 
 import aiohttp
@@ -82,17 +84,36 @@ class WsConnection(Connection):
         await self._session.close()
 
 
+class _ArrivalReader(asyncio.StreamReader):
+    """A StreamReader that notes when the first bytes not yet read arrived (time.monotonic())."""
+
+    arrived: float | None = None
+
+    def feed_data(self, data: bytes) -> None:
+        if self.arrived is None:
+            self.arrived = time.monotonic()
+        super().feed_data(data)
+
+
 class TcpConnection(Connection):
+    """``last_arrival``: when the bytes of the message ``recv`` last returned reached this process
+    (before the reader's task woke and decoded them), for latency measured at delivery."""
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self._decoder = FrameDecoder()
-        self._ready: list[dict[str, Any]] = []
+        self._ready: collections.deque[tuple[dict[str, Any], float | None]] = collections.deque()
+        self.last_arrival: float | None = None
 
     @classmethod
     async def open(cls, host: str, port: int, local_addr: tuple[str, int] | None = None) -> TcpConnection:
-        reader, writer = await asyncio.open_connection(host, port, local_addr=local_addr)
-        return cls(reader, writer)
+        loop = asyncio.get_running_loop()
+        reader = _ArrivalReader(limit=2**16, loop=loop)
+        transport, protocol = await loop.create_connection(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), host, port, local_addr=local_addr
+        )
+        return cls(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def send(self, msg: dict[str, Any]) -> None:
         body = msgpack.packb(msg, use_bin_type=True)
@@ -111,8 +132,12 @@ class TcpConnection(Connection):
                 raise TimeoutError("no message") from None
             if not data:
                 return None
-            self._ready.extend(m for m in self._decoder.receive_data(data) if isinstance(m, dict))
-        return self._ready.pop(0)
+            arrived = getattr(self.reader, "arrived", None)
+            if arrived is not None:
+                self.reader.arrived = None
+            self._ready.extend((m, arrived) for m in self._decoder.receive_data(data) if isinstance(m, dict))
+        msg, self.last_arrival = self._ready.popleft()
+        return msg
 
     async def close(self) -> None:
         self.writer.close()

@@ -313,10 +313,12 @@ class SimTerminal(asyncio.Protocol):
             if self.alarm_bits & bit:
                 # the previous report still had this bit set: clear it first, or there is no edge
                 self._send(self.conn.report_location(self._location(0)))
+            frame = self.conn.report_location(self._location(bit))
+            # stamped once built, as it is written: the simulator's own encoding is not the gateway's time
             stats.alarm_log.append((self.phone, kind, time.monotonic(), None))
             stats.alarms_sent += 1
             self.alarm_bits = bit
-            self._send(self.conn.report_location(self._location(bit)), len(stats.alarm_log) - 1)
+            self._send(frame, len(stats.alarm_log) - 1)
             return
         if self.alarm_bits or self.body is None or self.moved >= REENCODE_S:
             self._move()

@@ -9,10 +9,12 @@ subscriber that sees every session event. Then it measures a window:
 
 * frames sent and acknowledged per second, and every acknowledgement's round
   trip (HDR histogram);
-* every alarm from the moment the vehicle sent it to the moment an agent held
-  the offer for its session (``crash_to_offer_ms``): the fleet and the agents
-  read the same monotonic clock, so the figure includes everything between
-  the two sockets, the gateway's persist-then-route included;
+* every alarm from the moment the vehicle wrote its frame to the moment the
+  offer for its session reached an agent's process (``crash_to_offer_ms``;
+  with ``--agent-transport ws``, when the agent had read it): the fleet and
+  the agents read the same monotonic clock, so the figure includes everything
+  between the two sockets, both kernels' hand-overs and the gateway's
+  persist-then-route included;
 * sessions created, offered and assigned, seen on the feed;
 * **lost sessions**: alarms acknowledged to a vehicle (0x8001 received) for
   which the feed never showed a session of that vehicle and kind being created

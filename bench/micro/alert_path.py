@@ -13,8 +13,9 @@ over the alerts after the first five):
 * ``sent``: the terminal's write returned;
 * ``data_received``: the gateway's TCU protocol got the bytes;
 * ``alarm_nowait``: the alarm edge was detected and the session is being built;
-* ``commit_submit`` / ``commit_done``: the session's events went to the store's
-  writer thread / the commit came back to the loop;
+* ``commit_submit`` / ``commit_done``: the session's events went to the store /
+  the commit was done (at once when the writer thread was idle and the loop
+  ran it, else when the thread's answer came back to the loop);
 * ``enqueue`` / ``enqueue_done``: the ACD took the task / the offer was made
   and pushed to the agent's channel;
 * ``offer``: the agent client read the offer.
@@ -91,7 +92,10 @@ def _instrument(gw: Gateway, marks: dict[str, float]) -> None:
     def commit_nowait(*a: Any, **k: Any) -> asyncio.Future:
         marks.setdefault("commit_submit", time.perf_counter())
         fut = commit(*a, **k)
-        fut.add_done_callback(lambda _f: marks.setdefault("commit_done", time.perf_counter()))
+        if fut.done():  # committed inline (the writer thread was idle): done as it returns
+            marks.setdefault("commit_done", time.perf_counter())
+        else:
+            fut.add_done_callback(lambda _f: marks.setdefault("commit_done", time.perf_counter()))
         return fut
 
     gw.store.commit_nowait = commit_nowait
