@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def serve(cfg: config_mod.Config, path: str | None) -> int:
-    from .app import Gateway, freeze_startup_heap
+    from .app import Gateway
     from .store import StoreError
 
     gw = Gateway(cfg, config_path=path)
@@ -93,7 +93,6 @@ async def serve(cfg: config_mod.Config, path: str | None) -> int:
         print(f"telacd: cannot start: {e}", file=sys.stderr)
         await gw.stop()
         return 1
-    freeze_startup_heap()
     for line in describe(cfg):
         log.info("%s", line)
     stop = asyncio.Event()

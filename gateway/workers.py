@@ -73,7 +73,7 @@ from protocols.agentwire import FrameDecoder, encode_frame
 from protocols.jt808.connection import Connection, Role
 from protocols.jt808.messages import Location
 
-from .app import Gateway, freeze_startup_heap
+from .app import Gateway
 from .config import Config
 from .metrics import Histogram, Metrics
 from .store import StoreStats, TerminalRow, make_store
@@ -607,7 +607,6 @@ async def _serve(cfg: Config, config_path: str | None, uvloop: bool) -> int:
         print(f"telacd: cannot start: {e!r}", file=sys.stderr)
         await owner.stop()
         return 1
-    freeze_startup_heap()
     for line in describe(cfg):
         log.info("%s", line)
     log.info(
@@ -1010,7 +1009,6 @@ async def worker_main(name: str, index: int) -> int:
     gw.apply_terminals(msg["terminals"])
     gw.watch(msg.get("watch") or [])
     await gw.start()
-    freeze_startup_heap()
     link.send({"t": "ready"})
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
