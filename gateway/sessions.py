@@ -598,7 +598,7 @@ class SessionManager:
         )
         gw.metrics.offers += 1
         if delivered and s.ingress is not None:  # a vehicle's alarm (only those carry ingress)
-            gw.metrics.crash_to_offer.observe(gw.loop.time() - s.ingress)
+            gw.metrics.crash_to_offer.observe(time.monotonic() - s.ingress)  # ingress: time.monotonic()
             s.ingress = None  # the first offer is the one the latency is about
         first = s.state == "waiting"
         s.state = "offered"

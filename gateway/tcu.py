@@ -515,7 +515,9 @@ class TcuProtocol(asyncio.Protocol):
             acks.append(self.conn.ack(e))  # only falling bits: nothing to open
             gw.metrics.acks += 1
             return
-        self._open_sessions(e, loc, rising, e[0].version, loop_now, recv)
+        # ingress in time.monotonic(): the loop's clock (libuv's) counts whole milliseconds, too coarse
+        # for a path of one or two; the same clock in every process, so a worker's stamp is the owner's
+        self._open_sessions(e, loc, rising, e[0].version, time.monotonic(), recv)
 
     def _open_sessions(
         self, e: Any, loc: Any, rising: int, version: int, ingress: float, recv: float
