@@ -280,7 +280,9 @@ class GatewayUnderTest:
             f.write(config_toml(sections, agent_ids(a.agents)))
         self.log = open(os.path.join(self.tmp, "serve.log"), "ab")  # noqa: SIM115 - closed in stop()
         env = {
-            k: v for k, v in os.environ.items() if not k.startswith("TELACD_") or k == "TELACD_PURE_PYTHON"
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("TELACD_") or k in ("TELACD_PURE_PYTHON", "TELACD_TRACE_ALERTS")
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", path, "--log-level", "warning"],

@@ -34,6 +34,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import alerttrace
 from .store import NewEvent, SessionRow
 
 if TYPE_CHECKING:
@@ -204,6 +205,8 @@ class SessionManager:
         now = time.time()
         s.updated_at = now
         rows = [NewEvent(s.id, name, now, data, s.tenant, s.queue, s.kind) for name, data in events]
+        if urgent and alerttrace.ON:
+            alerttrace.mark("built", s.phone or "")
         fut = self.gw.store.commit_nowait([s.row()], rows, urgent=urgent)
         submitted = self.gw.loop.time()
         fut.add_done_callback(lambda f: self._committed(f, submitted))
@@ -285,6 +288,8 @@ class SessionManager:
             elif f.exception() is not None:
                 done.set_exception(f.exception())
             else:
+                if alerttrace.ON:
+                    alerttrace.mark("committed", v.phone)
                 for s in opened:
                     self._route_new(s)
                 done.set_result(sessions)
@@ -597,6 +602,8 @@ class SessionManager:
         offer = str(e.offer_id)
         s.offers[offer] = e.agent_id
         expires_ms = max(0, int((e.expires_at - gw.routing.now()) * 1000))
+        if alerttrace.ON and s.ingress is not None:
+            alerttrace.mark("offer", s.phone or "")  # as it is handed over (the write is immediate)
         delivered = gw.agents.push(
             e.agent_id,
             {"type": "offer", "offer": offer, "session": s.summary(), "expires_in_ms": expires_ms},

@@ -48,6 +48,8 @@ from protocols.jt808 import ids
 from protocols.jt808.connection import Connection, Role
 from protocols.jt808.errors import Jt808ProtocolError
 
+from . import alerttrace
+
 if TYPE_CHECKING:
     from .app import Gateway
     from .terminals import Vehicle
@@ -244,6 +246,8 @@ class TcuProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         loop_now = self.gw.loop.time()
+        if alerttrace.ON and self.vehicle is not None:
+            alerttrace.mark("read", self.vehicle.phone)
         try:
             events = self.conn.receive_data(data, loop_now)
         except Jt808ProtocolError as e:  # defensive: the codec reports errors as events
@@ -524,6 +528,8 @@ class TcuProtocol(asyncio.Protocol):
     ) -> None:
         """Submit the alert's session commit now (not on a later turn of the loop); ack once stored."""
         vehicle = self.vehicle
+        if alerttrace.ON:
+            alerttrace.mark("alarm", vehicle.phone)
         try:
             fut = self.gw.sessions.alarm_nowait(vehicle, loc, rising, version, ingress, recv)
         except Exception as exc:
@@ -538,6 +544,8 @@ class TcuProtocol(asyncio.Protocol):
             return
         if not self.closed:
             self._write(self.conn.ack(e))
+            if alerttrace.ON:
+                alerttrace.mark("acked", vehicle.phone)
             gw = self.gw
             gw.metrics.acks += 1
             gw.metrics.acks_deferred += 1

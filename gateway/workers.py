@@ -73,6 +73,7 @@ from protocols.agentwire import FrameDecoder, encode_frame
 from protocols.jt808.connection import Connection, Role
 from protocols.jt808.messages import Location
 
+from . import alerttrace
 from .app import Gateway
 from .config import Config
 from .metrics import Histogram, Metrics
@@ -463,6 +464,8 @@ class Owner:
             fut.set_result(None)
 
     def _m_alarm(self, link: Link, msg: dict[str, Any]) -> None:
+        if alerttrace.ON:
+            alerttrace.mark("owner", msg["phone"])
         gw = self.gw
         v = gw.terminals.vehicle(msg["phone"])
         rid = msg["id"]

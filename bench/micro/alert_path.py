@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -158,16 +160,125 @@ async def measure(alerts: int) -> dict[str, Any]:
     return out
 
 
+SERVE_STEPS = ("read", "alarm", "owner", "built", "committed", "offer", "arrived", "acked")
+
+
+async def measure_serve(alerts: int, workers: int, gap_s: float = 0.05) -> dict[str, Any]:
+    """The same path through ``telacd serve --workers N`` (N = 1: one process), traced in its processes.
+
+    The gateway runs as a child with ``TELACD_TRACE_ALERTS`` (:mod:`gateway.alerttrace`);
+    one terminal and one agent (msgpack over TCP) run here. Each step is reported
+    in milliseconds after the terminal wrote the alarm's frame; ``arrived`` is when
+    the offer's bytes reached this process.
+    """
+    from bench.gateway import GatewayUnderTest, add_arguments
+    from bench.terminal import device_now
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--workers", str(workers), "--agents", "1"])
+    phone = "013800000001"
+    with tempfile.TemporaryDirectory(prefix="telacd-alert-path-") as tmp:
+        trace = os.path.join(tmp, "alerts.trace")
+        before = os.environ.get("TELACD_TRACE_ALERTS")
+        os.environ["TELACD_TRACE_ALERTS"] = trace
+        gut = GatewayUnderTest(args)
+        try:
+            await gut.start()
+        finally:
+            if before is None:
+                del os.environ["TELACD_TRACE_ALERTS"]
+            else:
+                os.environ["TELACD_TRACE_ALERTS"] = before
+        written: list[tuple[float, float, float]] = []
+        try:
+            host, port = gut.tcp.rsplit(":", 1)
+            term = TerminalClient(phone)
+            await term.connect(host, int(port))
+            await term.login()
+            h, p = gut.agent_tcp.rsplit(":", 1)
+            agent = await TcpConnection.open(h, int(p))
+            await agent_login(agent, "bench-0", "bench")
+            await agent.send({"type": "state", "state": "available"})
+            for _ in range(alerts):
+                _, frame = term.conn.report_location(
+                    lat=22.543096, lon=114.057865, device_time=device_now(), alarm=1
+                )
+                t0 = time.monotonic()
+                term.writer.write(frame)
+                offer = await agent.expect("offer")
+                written.append((t0, agent.last_arrival or time.monotonic(), time.monotonic()))
+                await agent.send({"type": "accept", "offer": offer["offer"]})
+                await agent.expect("assigned")
+                await agent.send({"type": "complete", "session": offer["session"]["id"], "disposition": "x"})
+                await term.report(alarm=0)  # cleared, so the next report is a new edge
+                await asyncio.sleep(gap_s)
+            await agent.close()
+            await term.close()
+            await asyncio.sleep(0.2)  # the last acknowledgements' lines
+        finally:
+            await gut.stop()
+        marks: dict[str, list[float]] = {}
+        with open(trace) as f:
+            for line in f:
+                step, who, at, _pid = line.split()
+                if who == phone:
+                    marks.setdefault(step, []).append(float(at))
+    for v in marks.values():
+        v.sort()
+    rows = []
+    for t0, arrived, done in written:
+        row = {"arrived": (arrived - t0) * 1000}
+        for step, times in marks.items():
+            i = bisect.bisect_left(times, t0)
+            if i < len(times) and times[i] <= done + 0.05:
+                row[step] = (times[i] - t0) * 1000
+        rows.append(row)
+    kept = rows[5:] if len(rows) > 10 else rows
+    out: dict[str, Any] = {"alerts": len(kept), "workers": workers, "steps_ms": {}}
+    for step in SERVE_STEPS:
+        values = sorted(r[step] for r in kept if step in r)
+        if values:
+            out["steps_ms"][step] = {
+                "p50": round(statistics.median(values), 3),
+                "p90": round(values[int(0.9 * (len(values) - 1))], 3),
+                "p99": round(values[int(0.99 * (len(values) - 1))], 3),
+                "max": round(values[-1], 3),
+            }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=60)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="0: the gateway in this process, instrumented (default); N: `telacd serve --workers N` as a "
+        "child, traced in its processes (1: a single process)",
+    )
     args = parser.parse_args(argv)
     import uvloop
 
-    out = uvloop.run(measure(args.alerts))
+    if args.workers > 0:
+        out = uvloop.run(measure_serve(args.alerts, args.workers))
+    else:
+        out = uvloop.run(measure(args.alerts))
     if args.json:
         print(json.dumps(out))
+    elif args.workers > 0:
+        print(
+            f"{out['alerts']} alerts through `telacd serve --workers {args.workers}` (ms after the frame was written)"
+        )
+        prev = 0.0
+        for step, v in out["steps_ms"].items():
+            print(
+                f"  {step:10s} p50 {v['p50']:7.3f} (+{v['p50'] - prev:6.3f})   p90 {v['p90']:7.3f}"
+                f"   p99 {v['p99']:7.3f}   max {v['max']:7.3f}"
+            )
+            prev = v["p50"]
     else:
         print(f"{out['alerts']} alerts; SQLite transaction {out['sqlite_txn_ms']} ms")
         for step, v in out["steps_ms"].items():

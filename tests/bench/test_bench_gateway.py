@@ -216,3 +216,29 @@ def test_the_alert_path_micro_benchmark_times_every_step(capsys):
     assert list(steps) == list(alert_path.STEPS)  # every step was reached, in order of the path
     medians = [steps[s]["p50"] for s in alert_path.STEPS]
     assert medians == sorted(medians) and out["sqlite_txn_ms"] > 0
+
+
+def test_the_alert_path_traced_through_worker_processes(capsys):
+    from bench.micro import alert_path
+
+    assert alert_path.main(["--alerts", "4", "--workers", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    steps = out["steps_ms"]
+    assert out["alerts"] == 4 and out["workers"] == 2
+    # every step was traced in the processes it happens in: worker, owner, agent, worker again
+    assert list(steps) == list(alert_path.SERVE_STEPS)
+    path = [steps[s]["p50"] for s in ("read", "alarm", "owner", "built", "committed", "offer", "arrived")]
+    assert path == sorted(path) and path[0] > 0
+    assert steps["acked"]["p50"] > steps["committed"]["p50"]  # acknowledged once stored
+
+
+def test_alert_tracing_is_off_without_its_variable():
+    import subprocess
+    import sys
+
+    code = "from gateway import alerttrace; print(alerttrace.ON)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TELACD_TRACE_ALERTS"}
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
+        == "False\n"
+    )
