@@ -86,16 +86,22 @@ def test_a_location_backlog_is_overload_at_once():
     assert p.update(0.0) < 0.5
 
 
-def test_slow_session_commits_thin_gps_and_the_owner_can_press_the_workers():
+def test_each_slow_session_commit_halves_gps_once_and_the_owner_can_press_the_workers():
     p, m = policy()
     m.commit_latency.observe(0.005)
     assert p.update(0.0) == 1.0
     m.commit_latency.observe(0.040)  # an alert waited 40 ms for the store
     assert p.update(0.0) == 0.5
-    assert p.update(0.0) == 0.25  # still within the last half second
+    # one slow commit is one signal (not one per sample while it is recent): calm again, the climb starts
+    assert p.update(0.0) == 0.5 + OverloadPolicy.STEP
+    for _ in range(3):  # a store that stays slow keeps finishing slow commits: each sample halves again
+        m.commit_latency.observe(0.030)
+        before = p.store_fraction
+        assert p.update(0.0) == before * 0.5
     w, _ = policy()  # a worker: no commits of its own, the owner's signal instead
     w.press()
     assert w.update(0.0) == 0.5 and w.shedding
+    assert w.update(0.0) == 0.5 + OverloadPolicy.STEP  # the press counted once
 
 
 async def test_thinning_stores_the_share_counts_the_rest_and_acknowledges_every_report(tmp_path):
