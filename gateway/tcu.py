@@ -119,6 +119,9 @@ class OverloadPolicy:
     """
 
     STEP = 0.02  # per 50 ms calm sample: from nothing stored back to everything in 2.5 s
+    # after a slow commit the share holds this long before it climbs: a store that is slow now and
+    # then (overloaded) keeps it down; a single slow flush costs one halving and a short pause
+    SLOW_HOLD_S = 0.5
 
     def __init__(self, gw: Any) -> None:
         self.gw = gw
@@ -129,6 +132,7 @@ class OverloadPolicy:
         self._recent = 0  # the last three samples, a bit each: 1 = over the lag threshold
         self._pressed = False  # the owner asked for less GPS since the last sample (workers)
         self._commits_checked = time.monotonic()  # commits finished after this are the next sample's
+        self._slow_until = 0.0  # no climb before this (time.monotonic()): a slow commit was recent
         self.pressure = False  # the last sample asked for less GPS (the owner passes this on to workers)
         self.configure()
 
@@ -168,10 +172,19 @@ class OverloadPolicy:
         late = self._recent in (0b011, 0b101, 0b110, 0b111)  # two of the last three samples
         slow = self.commits_slow() or self._pressed
         self._pressed = False
+        now = time.monotonic()
+        if slow:
+            self._slow_until = now + self.SLOW_HOLD_S
         self.pressure = late or backlog >= self.backlog_on or slow
         if self.pressure:
             f = f * 0.5 if f > 0.01 else 0.0
-        elif f < 1.0 and not self._recent and lag < self.lag_on / 2 and backlog < self.backlog_on / 2:
+        elif (
+            f < 1.0
+            and not self._recent
+            and lag < self.lag_on / 2
+            and backlog < self.backlog_on / 2
+            and now >= self._slow_until
+        ):
             f = min(1.0, f + self.STEP)
         self.store_fraction = f
         m = self.gw.metrics

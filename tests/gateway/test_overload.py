@@ -92,7 +92,9 @@ def test_each_slow_session_commit_halves_gps_once_and_the_owner_can_press_the_wo
     assert p.update(0.0) == 1.0
     m.commit_latency.observe(0.040)  # an alert waited 40 ms for the store
     assert p.update(0.0) == 0.5
-    # one slow commit is one signal (not one per sample while it is recent): calm again, the climb starts
+    # one slow commit is one signal (not one per sample while it is recent): the share holds, then climbs
+    assert p.update(0.0) == 0.5
+    p._slow_until = 0.0  # the hold (SLOW_HOLD_S) is over
     assert p.update(0.0) == 0.5 + OverloadPolicy.STEP
     for _ in range(3):  # a store that stays slow keeps finishing slow commits: each sample halves again
         m.commit_latency.observe(0.030)
@@ -101,7 +103,9 @@ def test_each_slow_session_commit_halves_gps_once_and_the_owner_can_press_the_wo
     w, _ = policy()  # a worker: no commits of its own, the owner's signal instead
     w.press()
     assert w.update(0.0) == 0.5 and w.shedding
-    assert w.update(0.0) == 0.5 + OverloadPolicy.STEP  # the press counted once
+    assert w.update(0.0) == 0.5  # the press counted once: no second halving, a hold
+    w._slow_until = 0.0
+    assert w.update(0.0) == 0.5 + OverloadPolicy.STEP
 
 
 async def test_thinning_stores_the_share_counts_the_rest_and_acknowledges_every_report(tmp_path):
