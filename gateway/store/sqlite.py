@@ -467,10 +467,19 @@ class SqliteStore(Store):
             conn = self._wconn
             if conn is None or self._submitted != self._finished:
                 return None
+            # never wait on the loop for another connection's write lock (an operator's shell, say):
+            # the thread may wait its 30 s for it, the loop must not, so a busy database sends the
+            # commit to the thread's queue instead
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return None
+            finally:
+                conn.execute("PRAGMA busy_timeout = 30000")
             fut = self._loop.create_future()
             t0 = time.perf_counter()
             try:
-                conn.execute("BEGIN IMMEDIATE")
                 value, seq = fn(conn, self._seq)
                 conn.execute("COMMIT")
             except Exception as e:

@@ -256,3 +256,24 @@ async def test_a_session_committed_twice_in_one_group_keeps_its_last_row(store):
     assert got.state == "offered" and got.agent == "a1"
     assert [e.event for e in await store.session_events("s")] == ["created", "offered"]
     assert store.stats.errors == 0  # in one go, not failed and retried alone
+
+
+async def test_urgent_commit_never_waits_on_the_loop_for_another_writer(sqlite_store, tmp_path):
+    import sqlite3
+    import time
+
+    store = sqlite_store
+    await store.commit([session("a")], [event("a", "created")])
+    other = sqlite3.connect(f"{tmp_path}/inline.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # someone else holds the write lock (an operator's shell, say)
+    try:
+        t0 = time.monotonic()
+        fut = store.commit_nowait([session("b")], [event("b", "created")], urgent=True)
+        assert time.monotonic() - t0 < 0.5  # the loop did not wait for the lock
+        assert not fut.done() and store.stats.inline_commits == 0  # the thread's queue has it
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert (await fut)[0].seq == 2
+    rows = await store.commit_nowait([session("c")], [event("c", "created")], urgent=True)
+    assert rows[0].seq == 3 and store.stats.inline_commits == 1  # free again: at once
