@@ -26,6 +26,7 @@ processes' lines do not interleave.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -35,7 +36,14 @@ _fd = -1
 
 
 def mark(step: str, phone: str) -> None:
-    global _fd
-    if _fd < 0:
-        _fd = os.open(_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.write(_fd, f"{step} {phone} {time.monotonic():.6f} {os.getpid()}\n".encode())
+    """Append one line; a file that cannot be written turns tracing off (with one warning), never an alert."""
+    global _fd, ON
+    try:
+        if _fd < 0:
+            _fd = os.open(_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(_fd, f"{step} {phone} {time.monotonic():.6f} {os.getpid()}\n".encode())
+    except OSError as e:
+        ON = False
+        logging.getLogger("telacd.alerttrace").warning(
+            "TELACD_TRACE_ALERTS=%s: cannot write (%s); alert tracing is off", _PATH, e.strerror or e
+        )

@@ -242,3 +242,14 @@ def test_alert_tracing_is_off_without_its_variable():
         subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout
         == "False\n"
     )
+
+
+def test_alert_tracing_to_an_unwritable_file_turns_itself_off(monkeypatch, tmp_path, caplog):
+    from gateway import alerttrace
+
+    monkeypatch.setattr(alerttrace, "_PATH", str(tmp_path / "no-such-dir" / "trace"))
+    monkeypatch.setattr(alerttrace, "_fd", -1)
+    monkeypatch.setattr(alerttrace, "ON", True)
+    alerttrace.mark("alarm", "013800000001")  # must not raise into the alert's path
+    assert alerttrace.ON is False
+    assert "alert tracing is off" in caplog.text
