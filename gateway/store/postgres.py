@@ -114,15 +114,17 @@ _SESSION_COLS = (
     "id, kind, channel, tenant, queue, klass, priority, state, phone, incident, agent, disposition, "
     "idempotency_key, created_at, arrival, updated_at, closed_at, data"
 )
-_UPSERT_SESSION = f"""
-INSERT INTO sessions ({_SESSION_COLS})
-VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
-ON CONFLICT (id) DO UPDATE SET
+# a session row replaces the stored one (a row is the session's whole state), in both upserts below
+_SESSION_REPLACE = """ON CONFLICT (id) DO UPDATE SET
   kind=EXCLUDED.kind, channel=EXCLUDED.channel, tenant=EXCLUDED.tenant, queue=EXCLUDED.queue,
   klass=EXCLUDED.klass, priority=EXCLUDED.priority, state=EXCLUDED.state, phone=EXCLUDED.phone,
   incident=EXCLUDED.incident, agent=EXCLUDED.agent, disposition=EXCLUDED.disposition,
   idempotency_key=EXCLUDED.idempotency_key, arrival=EXCLUDED.arrival, updated_at=EXCLUDED.updated_at,
-  closed_at=EXCLUDED.closed_at, data=EXCLUDED.data
+  closed_at=EXCLUDED.closed_at, data=EXCLUDED.data"""
+_UPSERT_SESSION = f"""
+INSERT INTO sessions ({_SESSION_COLS})
+VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
+{_SESSION_REPLACE}
 """
 _EVENT_COLS = "seq, session, event, at, tenant, queue, kind, data"
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
@@ -136,7 +138,7 @@ _TAKE_NUMBERS = "UPDATE event_counter SET seq = seq + $1, txn = $2 RETURNING seq
 # (commit_group keeps its last row). Arrays are passed as text and cast, to keep one codec path.
 _COMMIT_GROUP = f"""
 WITH n AS (
-  UPDATE event_counter SET seq = seq + $1, txn = $2 RETURNING seq - $1 AS base
+  {_TAKE_NUMBERS} AS base
 ), s AS (
   INSERT INTO sessions ({_SESSION_COLS})
   SELECT id, kind, channel, tenant, queue, klass, priority, state, phone, incident, agent, disposition,
@@ -146,12 +148,7 @@ WITH n AS (
               $16::float8[], $17::float8[], $18::float8[], $19::float8[], $20::text[])
        AS u(id, kind, channel, tenant, queue, klass, priority, state, phone, incident, agent, disposition,
             idempotency_key, created_at, arrival, updated_at, closed_at, data)
-  ON CONFLICT (id) DO UPDATE SET
-    kind=EXCLUDED.kind, channel=EXCLUDED.channel, tenant=EXCLUDED.tenant, queue=EXCLUDED.queue,
-    klass=EXCLUDED.klass, priority=EXCLUDED.priority, state=EXCLUDED.state, phone=EXCLUDED.phone,
-    incident=EXCLUDED.incident, agent=EXCLUDED.agent, disposition=EXCLUDED.disposition,
-    idempotency_key=EXCLUDED.idempotency_key, arrival=EXCLUDED.arrival, updated_at=EXCLUDED.updated_at,
-    closed_at=EXCLUDED.closed_at, data=EXCLUDED.data
+  {_SESSION_REPLACE}
 ), e AS (
   INSERT INTO events ({_EVENT_COLS})
   SELECT n.base + u.ord, u.session, u.event, u.at, u.tenant, u.queue, u.kind, u.data::json
